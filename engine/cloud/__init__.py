@@ -1,0 +1,1 @@
+"""Cloud backends over httpx with retries (httpx-retries) and a circuit breaker (pybreaker)."""

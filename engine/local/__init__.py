@@ -1,0 +1,1 @@
+"""Local inference with MLX: discovery, loading, memory budget, the generation thread."""

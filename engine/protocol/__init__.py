@@ -1,0 +1,1 @@
+"""Wire formats at the edges: OpenAI chat-completions and Anthropic messages, both directions."""

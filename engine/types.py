@@ -1,0 +1,280 @@
+"""The one canonical chat vocabulary: requests, chunks, results, usage, errors.
+
+Every front end (TUI, OpenAI/Anthropic listener) and every backend (local MLX, cloud)
+speaks these types; wire formats are translated only at the edges (engine/protocol/).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, ClassVar, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+
+# "error" and "cancelled" only ever appear on a final chunk that carries `error`.
+FinishReason = Literal["stop", "length", "tool_calls", "error", "cancelled"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call (OpenAI `tools[].function`, Anthropic `tools[]`)."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A complete tool call made by the assistant; `arguments` is a JSON text."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    # For role == "tool": which call this message answers.
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+# tool_choice: "auto" | "none" | "required" | {"name": "<function>"}
+ToolChoice = str | dict[str, str] | None
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[Message]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    stream: bool = True
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice = None
+    # Free-form request metadata (front end, protocol, request id); never sent upstream.
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise RejectedError (status 400) with a field-level message if the request is unusable."""
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise RejectedError("model: must be a non-empty string", status=400)
+        if not self.messages:
+            raise RejectedError("messages: at least one message is required", status=400)
+        for i, m in enumerate(self.messages):
+            if m.role not in ROLES:
+                raise RejectedError(f"messages[{i}].role: unknown role {m.role!r}", status=400)
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise RejectedError("max_tokens: must be at least 1", status=400)
+        if self.temperature is not None and not (0.0 <= self.temperature <= 2.0):
+            raise RejectedError("temperature: must be between 0 and 2", status=400)
+        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
+            raise RejectedError("top_p: must be in (0, 1]", status=400)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None  # time to first token, seconds
+    tokens_per_s: float | None = None  # decode speed (completion tokens / decode time)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call; pieces with the same index belong together."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""  # a fragment of the JSON arguments text
+
+
+@dataclass
+class Chunk:
+    text: str = ""
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    # Which backend and model produced the chunk (set by the backend; the router keeps it).
+    backend: str | None = None
+    model: str | None = None
+    # Only on a final chunk that ends a stream in failure after output began.
+    error: "EngineError | None" = None
+
+
+@dataclass
+class ChatResult:
+    text: str
+    finish_reason: FinishReason | None
+    usage: Usage
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    backend: str | None = None
+    model: str | None = None
+
+
+async def collect(chunks: AsyncIterator[Chunk]) -> ChatResult:
+    """Fold a chunk stream into one result; an error chunk is raised as its error."""
+    text: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    finish: FinishReason | None = None
+    usage = Usage()
+    backend = model = None
+    async for c in chunks:
+        if c.error is not None:
+            raise c.error
+        text.append(c.text)
+        for d in c.tool_calls:
+            slot = calls.setdefault(d.index, {"id": "", "name": "", "arguments": ""})
+            slot["id"] = d.id or slot["id"]
+            slot["name"] = d.name or slot["name"]
+            slot["arguments"] += d.arguments
+        finish = c.finish_reason or finish
+        usage = c.usage or usage
+        backend = c.backend or backend
+        model = c.model or model
+    return ChatResult(
+        text="".join(text),
+        finish_reason=finish,
+        usage=usage,
+        tool_calls=[ToolCall(**calls[i]) for i in sorted(calls)],
+        backend=backend,
+        model=model,
+    )
+
+
+# ---------------------------------------------------------------- errors
+
+
+class EngineError(Exception):
+    """Base of the error kinds the router acts on.
+
+    unavailable: the backend cannot serve now (fail over); rejected: the request itself is
+    wrong (do not fail over); cancelled: the caller stopped it.
+    """
+
+    kind: ClassVar[str] = "error"
+    default_status: ClassVar[int] = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        status: int | None = None,
+        upstream_message: str | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.backend = backend
+        self.status = status if status is not None else self.default_status
+        self.upstream_message = upstream_message
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        where = f"{self.backend}: " if self.backend else ""
+        return f"{where}{self.message}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, backend={self.backend!r}, "
+            f"status={self.status!r}, attempts={self.attempts!r})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "backend": self.backend,
+            "status": self.status,
+            "upstream_message": self.upstream_message,
+            "attempts": self.attempts,
+        }
+
+
+class UnavailableError(EngineError):
+    kind: ClassVar[str] = "unavailable"
+    default_status: ClassVar[int] = 503
+
+
+class RejectedError(EngineError):
+    kind: ClassVar[str] = "rejected"
+    default_status: ClassVar[int] = 400
+
+
+class ModelNotFoundError(RejectedError):
+    default_status: ClassVar[int] = 404
+
+
+class CancelledError(EngineError):
+    kind: ClassVar[str] = "cancelled"
+    default_status: ClassVar[int] = 499
+
+
+# ---------------------------------------------------------------- backends
+
+
+@dataclass
+class BreakerEvent:
+    """A circuit breaker changed state (published for the health pane)."""
+
+    backend: str
+    old: str  # "closed" | "open" | "half-open"
+    new: str
+    at: float = field(default_factory=time.time)
+    last_error: str | None = None
+
+
+@dataclass
+class BackendSnapshot:
+    """What the UI shows for one backend."""
+
+    name: str
+    kind: str  # "local" | "openai" | "anthropic" | "openai-compatible"
+    state: str = "closed"  # breaker state; the local engine is always "closed"
+    consecutive_failures: int = 0
+    fail_max: int = 0
+    seconds_to_half_open: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    requests: int = 0
+    errors: int = 0
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    latency_p99_s: float | None = None
+    recent_latencies_s: list[float] = field(default_factory=list)
+
+
+BreakerListener = Callable[[BreakerEvent], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Anything the router can send a request to."""
+
+    name: str
+    kind: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        """Stream the answer. Raises an EngineError before the first chunk if it cannot serve;
+        after the first chunk, a failure is raised from the iterator. Closing the iterator
+        (aclose) cancels the work upstream or on the MLX thread."""
+        ...
+
+    def snapshot(self) -> BackendSnapshot: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,42 @@
+"""The `mlx-workbench` command: no arguments opens the TUI; subcommands for scripts.
+
+Heavy imports (MLX, textual, the router) happen inside the command that needs them, so
+`mlx-workbench --help` and the CLI stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tui.commands import chat, models, router_cmds, serve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlx-workbench",
+        description="A terminal workbench for local MLX models with cloud fallback.",
+    )
+    parser.add_argument("--config", help="path to config.toml (default: the user config dir; env MLXWB_CONFIG)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (models, chat, router_cmds, serve):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from tui.app import run_app
+
+        return run_app(config_path=args.config)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `mlx-workbench` command; each module has `register(subparsers)`."""
