@@ -1,1 +1,37 @@
-"""Cloud backends over httpx with retries (httpx-retries) and a circuit breaker (pybreaker)."""
+"""Cloud backends over httpx with retries (httpx-retries) and a circuit breaker (pybreaker).
+
+Importing this package is cheap: httpx and the wire-format modules load when a backend is built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from engine.cloud.base import CloudBackend, CloudConfig
+    from engine.types import BreakerEvent
+
+
+def make_cloud_backend(
+    cfg: "CloudConfig",
+    api_key: str | None,
+    listeners: Iterable[Callable[["BreakerEvent"], None]] = (),
+) -> "CloudBackend":
+    """Build the backend for `cfg.kind` ("openai", "openai-compatible" or "anthropic")."""
+    backend: CloudBackend
+    if cfg.kind == "anthropic":
+        from engine.cloud.anthropic import AnthropicBackend
+
+        backend = AnthropicBackend(cfg, api_key)
+    elif cfg.kind in ("openai", "openai-compatible"):
+        from engine.cloud.openai import OpenAIBackend
+
+        backend = OpenAIBackend(cfg, api_key)
+    else:
+        raise ValueError(f"unknown cloud backend kind {cfg.kind!r}")
+    for fn in listeners:
+        backend.add_listener(fn)
+    return backend
+
+
+__all__ = ["make_cloud_backend"]

@@ -1,0 +1,91 @@
+"""Helpers shared by the cloud backend tests: one `Flavour` per upstream API."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from engine.types import Chunk, EngineError, Message, ChatRequest
+from tests.fixtures.fake_upstream import (
+    ANTHROPIC_DEFAULT_TEXT,
+    ANTHROPIC_PATH,
+    OPENAI_DEFAULT_TEXT,
+    OPENAI_PATH,
+    FakeUpstream,
+    anthropic_text_stream,
+    openai_text_stream,
+)
+
+API_KEY = "sk-test-SECRET-0123456789abcdef"
+
+
+@dataclass
+class Flavour:
+    name: str
+    path: str
+    default_text: str
+    # events before the first text piece in a stream built by `text_stream`
+    lead_events: int
+
+    def config(self, fake: FakeUpstream, **overrides: Any) -> Any:
+        if self.name == "openai":
+            return fake.openai_config(**overrides)
+        return fake.anthropic_config(**overrides)
+
+    def backend(self, fake: FakeUpstream, api_key: str = API_KEY, **overrides: Any) -> Any:
+        from engine.cloud import make_cloud_backend
+
+        return make_cloud_backend(self.config(fake, **overrides), api_key)
+
+    def text_stream(self, text: str, model: str | None = None) -> list[Any]:
+        if self.name == "openai":
+            return openai_text_stream(text, model or "gpt-fake")
+        return anthropic_text_stream(text, model or "claude-fake")
+
+
+OPENAI = Flavour("openai", OPENAI_PATH, OPENAI_DEFAULT_TEXT, lead_events=1)
+ANTHROPIC = Flavour("anthropic", ANTHROPIC_PATH, ANTHROPIC_DEFAULT_TEXT, lead_events=3)
+FLAVOURS = [OPENAI, ANTHROPIC]
+
+
+def chat(model: str = "model-x", *, stream: bool = True, text: str = "Say hello") -> ChatRequest:
+    return ChatRequest(model=model, messages=[Message("user", text)], stream=stream, max_tokens=32)
+
+
+async def consume(stream: AsyncIterator[Chunk]) -> tuple[list[Chunk], EngineError | None]:
+    """All chunks until the end or an engine error (returned, not raised)."""
+    chunks: list[Chunk] = []
+    try:
+        async for chunk in stream:
+            chunks.append(chunk)
+    except EngineError as exc:
+        return chunks, exc
+    return chunks, None
+
+
+def text_of(chunks: list[Chunk]) -> str:
+    return "".join(c.text for c in chunks)
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class EventLog:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def __call__(self, event: Any) -> None:
+        self.events.append(event)
+
+    def transitions(self) -> list[tuple[str, str]]:
+        return [(e.old, e.new) for e in self.events]
+
+
+Make = Callable[..., Any]
