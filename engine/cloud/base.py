@@ -336,6 +336,8 @@ class CloudBackend:
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         request.validate()
+        if self._client.is_closed:
+            raise self._error(UnavailableError, "backend is closed", 0)
         attempts = [0]
         started = time.perf_counter()
         breaker = self._breaker
