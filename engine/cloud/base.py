@@ -480,19 +480,20 @@ class CloudBackend:
                 except _StreamTimeout as exc:
                     raise self._timeout_error(exc, attempts[0]) from None
                 except SSEFormatError as exc:
-                    raise self._error(UnavailableError, f"malformed stream: {exc}", attempts[0]) from exc
+                    # Not chained: the offending upstream text may echo anything (scrubbed above).
+                    raise self._error(UnavailableError, f"malformed stream: {exc}", attempts[0]) from None
                 except httpx.HTTPError as exc:
                     raise self._error(
                         UnavailableError, f"stream interrupted: {type(exc).__name__}: {exc}", attempts[0]
                     ) from exc
                 try:
                     chunks, model, done = decoder.feed(event.event, event.data, model)
-                except EngineError as exc:
+                except UnavailableError as exc:
                     raise self._adopt(exc, attempts[0])
                 except Exception as exc:
                     raise self._error(
                         UnavailableError, f"malformed stream data: {type(exc).__name__}: {exc}", attempts[0]
-                    ) from exc
+                    ) from None
                 for chunk in chunks:
                     chunk.backend = self.name
                     chunk.model = chunk.model or model
@@ -508,12 +509,13 @@ class CloudBackend:
         try:
             body = json.loads(raw)
             result = self._parse_result(body)
-        except EngineError as exc:
+        except UnavailableError as exc:
             raise self._adopt(exc, attempts[0])
         except Exception as exc:
+            # Whatever the parser calls it (even a RejectedError), a bad answer is the upstream's fault.
             raise self._error(
                 UnavailableError, f"malformed response: {type(exc).__name__}: {exc}", attempts[0]
-            ) from exc
+            ) from None
         model = result.model or (body.get("model") if isinstance(body, dict) else None) or request.model
         deltas = [ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(result.tool_calls)]
         return [
