@@ -1,0 +1,420 @@
+"""Anthropic Messages API <-> canonical types, both directions, streaming included."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.types import (
+    ChatRequest,
+    ChatResult,
+    Chunk,
+    EngineError,
+    FinishReason,
+    Message,
+    RejectedError,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    UnavailableError,
+    Usage,
+)
+
+_STOP_IN: dict[str, FinishReason] = {
+    "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+    "pause_turn": "stop", "refusal": "stop",
+}
+_STOP_OUT = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "error": "end_turn",
+             "cancelled": "end_turn"}
+
+
+def map_stop_reason(reason: str | None) -> FinishReason | None:
+    return _STOP_IN.get(reason, "stop") if reason else None
+
+
+def stop_reason_out(reason: str | None) -> str | None:
+    return _STOP_OUT.get(reason or "", "end_turn") if reason else None
+
+
+def _bad(field: str, why: str) -> RejectedError:
+    return RejectedError(f"{field}: {why}", status=400)
+
+
+# ---------------------------------------------------------------- canonical -> Anthropic
+
+
+def request_to_anthropic(req: ChatRequest, default_max_tokens: int = 4096) -> dict[str, Any]:
+    """System messages hoisted, same-role turns merged, tool results as user tool_result blocks.
+
+    Anthropic requires the first turn to be a user turn: a leading assistant turn gets an empty
+    user turn ("(continue)") before it rather than being dropped.
+    """
+    system = "\n\n".join(m.content for m in req.messages if m.role == "system" and m.content)
+    turns: list[dict[str, Any]] = []
+    for i, m in enumerate(req.messages):
+        if m.role == "system":
+            continue
+        blocks: list[dict[str, Any]] = []
+        if m.role == "tool":
+            role = "user"
+            blocks.append({"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content})
+        else:
+            role = m.role
+            if m.content:
+                blocks.append({"type": "text", "text": m.content})
+            for c in m.tool_calls:
+                try:
+                    args = json.loads(c.arguments or "{}")
+                except ValueError as exc:
+                    raise _bad(f"messages[{i}].tool_calls", f"arguments of {c.name!r} are not valid JSON") from exc
+                blocks.append({"type": "tool_use", "id": c.id, "name": c.name, "input": args})
+        if not blocks:
+            blocks.append({"type": "text", "text": ""})
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    if not turns or turns[0]["role"] != "user":
+        turns.insert(0, {"role": "user", "content": [{"type": "text", "text": "(continue)"}]})
+    for t in turns:
+        # A turn that is a single text block goes as a plain string: the common, compact form.
+        if len(t["content"]) == 1 and t["content"][0]["type"] == "text":
+            t["content"] = t["content"][0]["text"]
+    body: dict[str, Any] = {
+        "model": req.model,
+        "max_tokens": req.max_tokens or default_max_tokens,
+        "messages": turns,
+        "stream": req.stream,
+    }
+    if system:
+        body["system"] = system
+    if req.temperature is not None:
+        body["temperature"] = min(1.0, max(0.0, req.temperature))
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop:
+        body["stop_sequences"] = list(req.stop)
+    if req.tools:
+        body["tools"] = [
+            {"name": t.name, **({"description": t.description} if t.description else {}), "input_schema": t.parameters}
+            for t in req.tools
+        ]
+    if req.tool_choice is not None:
+        body["tool_choice"] = _tool_choice_to(req.tool_choice)
+    return body
+
+
+def _tool_choice_to(choice: Any) -> dict[str, Any]:
+    if isinstance(choice, dict):
+        return {"type": "tool", "name": choice["name"]}
+    return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(choice, {"type": "auto"})
+
+
+def _tool_choice_from(choice: Any) -> Any:
+    if choice is None:
+        return None
+    if not isinstance(choice, dict) or "type" not in choice:
+        raise _bad("tool_choice", "must be an object with a type")
+    kind = choice["type"]
+    if kind == "tool":
+        if not isinstance(choice.get("name"), str):
+            raise _bad("tool_choice.name", "is required for type 'tool'")
+        return {"name": choice["name"]}
+    mapping = {"auto": "auto", "any": "required", "none": "none"}
+    if kind not in mapping:
+        raise _bad("tool_choice.type", f"unknown type {kind!r}")
+    return mapping[kind]
+
+
+# ---------------------------------------------------------------- Anthropic -> canonical
+
+
+def _blocks(content: Any, field: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        for j, b in enumerate(content):
+            if not isinstance(b, dict) or not isinstance(b.get("type"), str):
+                raise _bad(f"{field}[{j}]", "must be a content block with a type")
+        return content
+    raise _bad(field, "must be a string or a list of content blocks")
+
+
+def _tool_result_text(content: Any, field: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in _blocks(content, field) if b.get("type") == "text")
+
+
+def request_from_anthropic(body: Any) -> ChatRequest:
+    """Parse and validate an Anthropic Messages request body (the listener's edge)."""
+    if not isinstance(body, dict):
+        raise RejectedError("the request body must be a JSON object", status=400)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "is required and must be a non-empty string")
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise _bad("max_tokens", "is required")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise _bad("max_tokens", "must be an integer")
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise _bad("messages", "is required and must be a non-empty list")
+    messages: list[Message] = []
+    system = body.get("system")
+    if system is not None:
+        text = system if isinstance(system, str) else "".join(
+            b.get("text", "") for b in _blocks(system, "system") if b.get("type") == "text")
+        if text:
+            messages.append(Message(role="system", content=text))
+    for i, m in enumerate(raw):
+        field = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(field, "must be an object")
+        role = m.get("role")
+        if role not in ("user", "assistant"):
+            raise _bad(f"{field}.role", f"must be 'user' or 'assistant' (got {role!r})")
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        for j, b in enumerate(_blocks(m.get("content"), f"{field}.content")):
+            kind = b["type"]
+            where = f"{field}.content[{j}]"
+            if kind == "text":
+                if not isinstance(b.get("text"), str):
+                    raise _bad(f"{where}.text", "must be a string")
+                texts.append(b["text"])
+            elif kind == "tool_use" and role == "assistant":
+                if not isinstance(b.get("name"), str):
+                    raise _bad(f"{where}.name", "is required")
+                calls.append(ToolCall(id=str(b.get("id") or f"toolu_{i}_{j}"), name=b["name"],
+                                      arguments=json.dumps(b.get("input") or {})))
+            elif kind == "tool_result" and role == "user":
+                if texts:
+                    messages.append(Message(role="user", content="".join(texts)))
+                    texts = []
+                messages.append(Message(role="tool", content=_tool_result_text(b.get("content"), f"{where}.content"),
+                                        tool_call_id=str(b.get("tool_use_id") or "")))
+            elif kind in ("thinking", "redacted_thinking"):
+                continue
+            else:
+                raise _bad(f"{where}.type", f"{kind!r} blocks are not supported here")
+        if texts or calls or not messages or messages[-1].role != "tool":
+            messages.append(Message(role=role, content="".join(texts), tool_calls=tuple(calls)))
+    stops = body.get("stop_sequences") or []
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise _bad("stop_sequences", "must be a list of strings")
+    tools: list[ToolSpec] = []
+    for j, t in enumerate(body.get("tools") or []):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise _bad(f"tools[{j}].name", "is required")
+        tools.append(ToolSpec(name=t["name"], description=t.get("description"),
+                              parameters=t.get("input_schema") or {"type": "object", "properties": {}}))
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("stream", "must be a boolean")
+    for key in ("temperature", "top_p"):
+        v = body.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise _bad(key, "must be a number")
+    req = ChatRequest(
+        model=model,
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=body.get("temperature"),
+        top_p=body.get("top_p"),
+        stop=list(stops),
+        stream=stream,
+        tools=tools,
+        tool_choice=_tool_choice_from(body.get("tool_choice")),
+    )
+    req.validate()
+    return req
+
+
+def response_from_anthropic(body: Any) -> ChatResult:
+    if not isinstance(body, dict) or not isinstance(body.get("content"), list):
+        raise ValueError("message has no content list")
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for b in body["content"]:
+        if b.get("type") == "text":
+            texts.append(b.get("text", ""))
+        elif b.get("type") == "tool_use":
+            calls.append(ToolCall(id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})))
+    usage = body.get("usage") or {}
+    return ChatResult(
+        text="".join(texts),
+        finish_reason=map_stop_reason(body.get("stop_reason")) or "stop",
+        usage=Usage(prompt_tokens=int(usage.get("input_tokens") or 0),
+                    completion_tokens=int(usage.get("output_tokens") or 0)),
+        tool_calls=calls,
+        model=body.get("model"),
+    )
+
+
+def response_to_anthropic(result: ChatResult, *, model: str, id: str) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if result.text or not result.tool_calls:
+        content.append({"type": "text", "text": result.text})
+    for c in result.tool_calls:
+        try:
+            args = json.loads(c.arguments or "{}")
+        except ValueError:
+            args = {"_raw": c.arguments}
+        content.append({"type": "tool_use", "id": c.id, "name": c.name, "input": args})
+    return {
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason_out(result.finish_reason) or "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": result.usage.prompt_tokens, "output_tokens": result.usage.completion_tokens},
+    }
+
+
+# ---------------------------------------------------------------- streams
+
+
+class AnthropicStreamDecoder:
+    """Anthropic stream events -> canonical chunks.
+
+    Unknown event types are ignored: Anthropic documents that new event types may appear.
+    """
+
+    def __init__(self) -> None:
+        self._input_tokens = 0
+        self._tool_index: dict[int, int] = {}  # content block index -> tool call index
+
+    def feed(self, event: str, obj: dict[str, Any]) -> list[Chunk]:
+        if event == "error":
+            err = obj.get("error") or {}
+            kind, message = err.get("type", "error"), err.get("message", "")
+            raise UnavailableError(f"upstream {kind}: {message}", upstream_message=message)
+        if event == "message_start":
+            usage = (obj.get("message") or {}).get("usage") or {}
+            self._input_tokens = int(usage.get("input_tokens") or 0)
+            return []
+        if event == "content_block_start":
+            block = obj.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                idx = self._tool_index.setdefault(int(obj.get("index", 0)), len(self._tool_index))
+                return [Chunk(tool_calls=[ToolCallDelta(index=idx, id=block.get("id"), name=block.get("name"))])]
+            if block.get("type") == "text" and block.get("text"):
+                return [Chunk(text=block["text"])]
+            return []
+        if event == "content_block_delta":
+            delta = obj.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [Chunk(text=delta.get("text", ""))]
+            if delta.get("type") == "input_json_delta":
+                idx = self._tool_index.setdefault(int(obj.get("index", 0)), len(self._tool_index))
+                return [Chunk(tool_calls=[ToolCallDelta(index=idx, arguments=delta.get("partial_json", ""))])]
+            return []
+        if event == "message_delta":
+            delta = obj.get("delta") or {}
+            usage = obj.get("usage") or {}
+            reason = map_stop_reason(delta.get("stop_reason"))
+            return [Chunk(
+                finish_reason=reason,
+                usage=Usage(prompt_tokens=int(usage.get("input_tokens") or self._input_tokens),
+                            completion_tokens=int(usage.get("output_tokens") or 0)),
+            )]
+        return []
+
+
+class AnthropicStreamEncoder:
+    """Canonical chunks -> Anthropic's exact event sequence.
+
+    message_start, then per block content_block_start / _delta... / _stop, then message_delta
+    (stop_reason, usage) and message_stop.
+    """
+
+    def __init__(self, model: str, id: str, input_tokens: int = 0) -> None:
+        self.model, self.id = model, id
+        self._started = False
+        self._block: tuple[str, int] | None = None  # ("text", n) or ("tool", tool index)
+        self._next_block = 0
+        self._finish: str | None = None
+        self._usage = Usage(prompt_tokens=input_tokens)
+        self._done = False
+
+    def _start(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._started:
+            return []
+        self._started = True
+        return [("message_start", {"type": "message_start", "message": {
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": self._usage.prompt_tokens, "output_tokens": 0}}})]
+
+    def _close_block(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._block is None:
+            return []
+        index = self._next_block - 1
+        self._block = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    def _open(self, kind: str, key: int, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        if self._block == (kind, key):
+            return []
+        out = self._close_block()
+        self._block = (kind, key)
+        out.append(("content_block_start", {"type": "content_block_start", "index": self._next_block,
+                                             "content_block": block}))
+        self._next_block += 1
+        return out
+
+    def encode(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
+        out = self._start()
+        if chunk.text:
+            out += self._open("text", 0, {"type": "text", "text": ""})
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": self._next_block - 1,
+                                                 "delta": {"type": "text_delta", "text": chunk.text}}))
+        for d in chunk.tool_calls:
+            out += self._open("tool", d.index, {"type": "tool_use", "id": d.id or f"toolu_{d.index}",
+                                                "name": d.name or "", "input": {}})
+            if d.arguments:
+                out.append(("content_block_delta", {"type": "content_block_delta", "index": self._next_block - 1,
+                                                     "delta": {"type": "input_json_delta", "partial_json": d.arguments}}))
+        if chunk.usage is not None:
+            self._usage = Usage(prompt_tokens=chunk.usage.prompt_tokens or self._usage.prompt_tokens,
+                                completion_tokens=chunk.usage.completion_tokens)
+        if chunk.finish_reason and chunk.error is None:
+            self._finish = chunk.finish_reason
+        return out
+
+    def finish(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._done:
+            return []
+        self._done = True
+        out = self._start()
+        if self._next_block == 0:
+            out += self._open("text", 0, {"type": "text", "text": ""})
+        out += self._close_block()
+        out.append(("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": stop_reason_out(self._finish) or "end_turn",
+                                                "stop_sequence": None},
+                                      "usage": {"output_tokens": self._usage.completion_tokens}}))
+        out.append(("message_stop", {"type": "message_stop"}))
+        return out
+
+    def error_event(self, err: EngineError) -> tuple[str, dict[str, Any]]:
+        self._done = True
+        return ("error", error_body_anthropic(err))
+
+
+# ---------------------------------------------------------------- errors
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "request_too_large", 422: "invalid_request_error",
+                429: "rate_limit_error", 529: "overloaded_error", 503: "overloaded_error"}
+
+
+def error_body_anthropic(err: EngineError) -> dict[str, Any]:
+    kind = _ERROR_TYPES.get(err.status or 500, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": str(err)}}
