@@ -221,7 +221,7 @@ _LLAMA3_SPLIT = (
 
 def build_tokenizer(meta: dict[str, Any], path: Path | None = None) -> Any:
     """A TokenizerWrapper around a PreTrainedTokenizerFast built from GGUF vocabulary + merges."""
-    from mlx_lm.tokenizer_utils import TokenizerWrapper
+    from mlx_lm.tokenizer_utils import BPEStreamingDetokenizer, TokenizerWrapper
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -267,4 +267,4 @@ def build_tokenizer(meta: dict[str, Any], path: Path | None = None) -> Any:
     for end in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
         if end in vocab:
             eos_ids.add(vocab[end])
-    return TokenizerWrapper(hf, eos_token_ids=sorted(eos_ids))
+    return TokenizerWrapper(hf, detokenizer_class=BPEStreamingDetokenizer, eos_token_ids=sorted(eos_ids))
