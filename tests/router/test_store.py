@@ -1,0 +1,153 @@
+"""The SQLite store: schema, WAL and 0600, CRUD, damaged / newer / unwritable files, change detection."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from router.rules import Rule, Step
+from router.store import SCHEMA_VERSION, BackendRecord, Conversation, RequestRecord, Store, StoreError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(tmp_path / "wb.db")
+    yield s
+    s.close()
+
+
+def test_fresh_db_has_schema_wal_and_private_mode(store: Store) -> None:
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
+    assert {"backends", "rules", "settings", "request_log", "conversations"} <= set(store.db.table_names())
+
+
+def test_rules_round_trip(store: Store) -> None:
+    r = store.add_rule(Rule("gpt-*", "openai", model=None, fallbacks=[Step("anthropic", "claude-x")], priority=3,
+                            note="cloud"))
+    assert r.id is not None and r.created_at
+    got = store.get_rule(r.id)
+    assert got.fallbacks == [Step("anthropic", "claude-x")] and got.priority == 3 and got.note == "cloud"
+    got.enabled = False
+    store.update_rule(got)
+    assert store.get_rule(r.id).enabled is False
+    assert store.delete_rule(r.id) and store.get_rule(r.id) is None and not store.delete_rule(r.id)
+
+
+def test_backends_round_trip_and_refuse_secrets(store: Store) -> None:
+    store.save_backend(BackendRecord("openai", "openai", "https://api.openai.com/v1", {"retries": 3}))
+    assert store.get_backend("openai").settings == {"retries": 3}
+    with pytest.raises(ValueError, match="must not hold secrets"):
+        store.save_backend(BackendRecord("x", "openai", "http://h", {"api_key": "sk-123"}))
+    with pytest.raises(ValueError, match="built-in"):
+        store.save_backend(BackendRecord("local", "openai", "http://h"))
+    assert store.delete_backend("openai") and store.list_backends() == []
+
+
+def test_conversations_and_settings(store: Store) -> None:
+    c = store.save_conversation(Conversation("t", "demo", [{"role": "user", "content": "hi"}], "be brief"))
+    c.messages.append({"role": "assistant", "content": "hello"})
+    store.save_conversation(c)
+    assert store.get_conversation(c.id).messages[-1]["content"] == "hello"
+    assert [x.id for x in store.list_conversations()] == [c.id]
+    store.set_setting("default_backend", "openai")
+    assert store.get_setting("default_backend") == "openai" and store.get_setting("nope", 5) == 5
+
+
+def test_request_log_is_bounded_and_keeps_no_prompt_by_default(tmp_path: Path) -> None:
+    s = Store.open(tmp_path / "log.db", max_rows=20)
+    for i in range(250):
+        s.log_request(RequestRecord("tui", "canonical", f"m{i}", prompt="secret question",
+                                    attempts=[{"backend": "local", "outcome": "ok"}]))
+    s.prune()
+    rows = s.recent_requests(limit=1000)
+    assert len(rows) == 20 and rows[0].model == "m249"
+    assert rows[0].attempts == [{"backend": "local", "outcome": "ok"}]
+    assert all(r.prompt is None for r in rows)
+    old = RequestRecord("tui", "canonical", "ancient", at=1.0)
+    s.log_request(old)
+    s.prune()
+    assert "ancient" not in {r.model for r in s.recent_requests(limit=1000)}
+    s.close()
+    kept = Store.open(tmp_path / "log2.db", log_prompts=True)
+    kept.log_request(RequestRecord("tui", "canonical", "m", prompt="q"))
+    assert kept.recent_requests()[0].prompt == "q"
+    kept.close()
+
+
+def test_garbage_file_is_moved_aside_and_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "wb.db"
+    junk = b"this is not sqlite at all" * 100
+    path.write_bytes(junk)
+    s = Store.open(path)
+    assert s.notices and "moved aside" in s.notices[0]
+    aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1 and aside[0].read_bytes() == junk
+    s.add_rule(Rule("x", "local"))
+    s.close()
+
+
+def test_truncated_db_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "wb.db"
+    s = Store.open(path)
+    for i in range(300):
+        s.add_rule(Rule(f"pattern-{i}-" + "x" * 200, "local"))
+    s.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    s.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    s2 = Store.open(path)
+    assert s2.notices and s2.list_rules() == []
+    assert any(".corrupt-" in p.name for p in tmp_path.iterdir())
+    s2.close()
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    conn.commit()
+    conn.close()
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    with pytest.raises(StoreError, match="newer mlx-workbench"):
+        Store.open(path)
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+def test_unusable_locations_give_clear_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        Store.open(blocker / "sub" / "wb.db")
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(StoreError, match="not a file"):
+        Store.open(tmp_path / "dir.db")
+
+
+def test_change_token_sees_other_connections_and_processes(tmp_path: Path, store: Store) -> None:
+    t0 = store.change_token()
+    assert store.change_token() == t0
+    other = Store.open(store.path)
+    other.add_rule(Rule("x", "local"))
+    t1 = store.change_token()
+    assert t1 != t0
+    other.close()
+    code = ("import sys; from router.store import Store; from router.rules import Rule; "
+            "s = Store.open(sys.argv[1]); s.add_rule(Rule('y', 'local')); s.close()")
+    subprocess.run([sys.executable, "-c", code, str(store.path)], check=True, cwd=ROOT, timeout=60)
+    assert store.change_token() != t1
+    assert {r.pattern for r in store.list_rules()} == {"x", "y"}
+    # Request-log writes don't count as configuration changes.
+    t2 = store.change_token()
+    Store.open(store.path).log_request(RequestRecord("cli", "canonical", "m"))
+    assert store.change_token() == t2
