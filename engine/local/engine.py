@@ -205,7 +205,10 @@ class LocalEngine:
             prompt = render_prompt(loaded.tokenizer, request)
             if not prompt:
                 raise RejectedError("the prompt renders to no tokens")
-            self._worker.start_generation(info.id, loaded.model, loaded.tokenizer, prompt, params, handle)
+            # Never generate past the model's context window, whatever max_tokens says.
+            context = getattr(getattr(loaded.model, "args", None), "max_position_embeddings", None) or 4096
+            capped = GenParams(**{**params.__dict__, "max_tokens": max(1, min(params.max_tokens, context))})
+            self._worker.start_generation(info.id, loaded.model, loaded.tokenizer, prompt, capped, handle)
 
         finished = False
         try:
