@@ -1,0 +1,253 @@
+"""Retries, status mapping and timeouts before the first chunk, against the loopback fake."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine.cloud.base import CloudConfig
+from engine.cloud.openai import OpenAIBackend
+from engine.types import ModelNotFoundError, RejectedError, UnavailableError
+from tests.cloud import ANTHROPIC, FLAVOURS, OPENAI, Flavour, chat, closed_port, consume, text_of
+from tests.fixtures.fake_upstream import FakeUpstream, Reply, anthropic_error, openai_error
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def make(fake_upstream: FakeUpstream):
+    built = []
+
+    def _make(flavour: Flavour, **overrides):
+        backend = flavour.backend(fake_upstream, **overrides)
+        built.append(backend)
+        return backend
+
+    yield _make
+    for backend in built:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+async def test_503_503_200_succeeds_on_the_third_attempt(
+    flavour: Flavour, stream: bool, fake_upstream: FakeUpstream, make
+) -> None:
+    fake_upstream.script(flavour.path, 503, 503)
+    backend = make(flavour)
+    chunks, error = await consume(backend.stream(chat(stream=stream)))
+    assert error is None
+    assert text_of(chunks) == flavour.default_text
+    assert fake_upstream.count(flavour.path) == 3
+    snap = backend.snapshot()
+    assert (snap.state, snap.consecutive_failures, snap.errors) == ("closed", 0, 0)
+
+
+@pytest.mark.parametrize(
+    "flavour,status", [(OPENAI, 429), (ANTHROPIC, 429), (ANTHROPIC, 529)], ids=["openai-429", "anthropic-429", "anthropic-529"]
+)
+async def test_retry_after_is_honoured(flavour: Flavour, status: int, fake_upstream: FakeUpstream, make) -> None:
+    fake_upstream.script(flavour.path, Reply(status=status, headers={"Retry-After": "1"}))
+    backend = make(flavour)
+    started = time.perf_counter()
+    chunks, error = await consume(backend.stream(chat()))
+    elapsed = time.perf_counter() - started
+    assert error is None and text_of(chunks) == flavour.default_text
+    assert elapsed >= 0.9
+    first, second = fake_upstream.requests
+    assert second.at - first.at >= 0.9
+    assert backend.snapshot().state == "closed"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
+async def test_500_on_every_attempt_is_unavailable_with_attempts(
+    flavour: Flavour, fake_upstream: FakeUpstream, make
+) -> None:
+    fake_upstream.set_default(flavour.path, 500)
+    backend = make(flavour, retries=2)
+    chunks, error = await consume(backend.stream(chat()))
+    assert chunks == []
+    assert isinstance(error, UnavailableError)
+    assert (error.status, error.attempts, error.backend) == (500, 3, flavour.name)
+    assert "500" in error.message and "3 attempts" in error.message
+    assert fake_upstream.count(flavour.path) == 3
+    snap = backend.snapshot()
+    assert (snap.state, snap.consecutive_failures, snap.errors) == ("closed", 1, 1)
+    assert snap.last_error is not None and "500" in snap.last_error and snap.last_error_at is not None
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
+@pytest.mark.parametrize("status", [400, 401, 403, 422])
+async def test_client_errors_are_rejected_not_retried_not_counted(
+    flavour: Flavour, status: int, fake_upstream: FakeUpstream, make
+) -> None:
+    fake_upstream.script(flavour.path, status)
+    backend = make(flavour)
+    chunks, error = await consume(backend.stream(chat()))
+    assert chunks == []
+    assert isinstance(error, RejectedError) and not isinstance(error, ModelNotFoundError)
+    assert (error.status, error.attempts) == (status, 1)
+    assert fake_upstream.count(flavour.path) == 1
+    snap = backend.snapshot()
+    assert (snap.state, snap.consecutive_failures) == ("closed", 0)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
+async def test_404_is_model_not_found(flavour: Flavour, fake_upstream: FakeUpstream, make) -> None:
+    body = (
+        openai_error("The model `nope` does not exist", code="model_not_found")
+        if flavour is OPENAI
+        else anthropic_error("model: nope", "not_found_error")
+    )
+    fake_upstream.script(flavour.path, Reply(status=404, json=body))
+    _, error = await consume(make(flavour).stream(chat("nope")))
+    assert isinstance(error, ModelNotFoundError) and error.status == 404
+    assert error.upstream_message is not None and "nope" in error.upstream_message
+
+
+async def test_openai_400_keeps_the_upstream_message(fake_upstream: FakeUpstream, make) -> None:
+    fake_upstream.script(OPENAI.path, Reply(status=400, json=openai_error("temperature: must be <= 2")))
+    _, error = await consume(make(OPENAI).stream(chat()))
+    assert isinstance(error, RejectedError) and error.status == 400
+    assert error.upstream_message == "temperature: must be <= 2"
+    assert "temperature: must be <= 2" in str(error)
+    assert error.to_dict()["upstream_message"] == "temperature: must be <= 2"
+
+
+async def test_anthropic_400_keeps_the_upstream_message(fake_upstream: FakeUpstream, make) -> None:
+    fake_upstream.script(ANTHROPIC.path, Reply(status=400, json=anthropic_error("max_tokens: too large")))
+    _, error = await consume(make(ANTHROPIC).stream(chat()))
+    assert isinstance(error, RejectedError) and error.status == 400
+    assert error.upstream_message is not None and "max_tokens: too large" in error.upstream_message
+
+
+async def test_non_json_error_body_is_kept_as_text(fake_upstream: FakeUpstream, make) -> None:
+    fake_upstream.script(OPENAI.path, Reply(status=400, raw_lines=["<html>bad gateway config</html>"]))
+    _, error = await consume(make(OPENAI).stream(chat()))
+    assert isinstance(error, RejectedError)
+    assert error.upstream_message is not None and "bad gateway config" in error.upstream_message
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
+async def test_connection_refused_is_unavailable_and_counted(flavour: Flavour, fake_upstream: FakeUpstream) -> None:
+    port = closed_port()
+    base = f"http://127.0.0.1:{port}" + ("/v1" if flavour is OPENAI else "")
+    cfg = flavour.config(fake_upstream, retries=2)
+    from dataclasses import replace
+
+    from engine.cloud import make_cloud_backend
+
+    backend = make_cloud_backend(replace(cfg, base_url=base), "k")
+    try:
+        chunks, error = await consume(backend.stream(chat()))
+    finally:
+        await backend.aclose()
+    assert chunks == []
+    assert isinstance(error, UnavailableError)
+    assert error.attempts == 3
+    assert "cannot connect" in error.message
+    snap = backend.snapshot()
+    assert (snap.consecutive_failures, snap.errors) == (1, 1)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
+async def test_server_that_never_answers_hits_the_first_byte_timeout(
+    flavour: Flavour, fake_upstream: FakeUpstream, make
+) -> None:
+    fake_upstream.set_default(flavour.path, Reply(delay=30))
+    backend = make(flavour, retries=1, first_byte_timeout=0.4)
+    started = time.perf_counter()
+    chunks, error = await consume(backend.stream(chat()))
+    elapsed = time.perf_counter() - started
+    assert chunks == []
+    assert isinstance(error, UnavailableError)
+    assert "first-byte timeout" in error.message
+    assert error.attempts == 2
+    assert fake_upstream.count(flavour.path) == 2
+    assert elapsed < 10
+    assert backend.snapshot().consecutive_failures == 1
+    assert await fake_upstream.await_disconnects(2, timeout=5)
+
+
+async def test_a_slow_first_byte_within_the_limit_is_fine(fake_upstream: FakeUpstream, make) -> None:
+    fake_upstream.script(OPENAI.path, Reply(delay=0.3))
+    chunks, error = await consume(make(OPENAI, first_byte_timeout=3).stream(chat()))
+    assert error is None and text_of(chunks) == OPENAI.default_text
+    assert fake_upstream.count() == 1
+
+
+async def test_total_timeout_covers_the_retries(fake_upstream: FakeUpstream, make) -> None:
+    fake_upstream.set_default(OPENAI.path, Reply(status=503, headers={"Retry-After": "3"}))
+    backend = make(OPENAI, retries=5, total_timeout=1.0)
+    started = time.perf_counter()
+    _, error = await consume(backend.stream(chat()))
+    assert isinstance(error, UnavailableError) and "total timeout" in error.message
+    assert time.perf_counter() - started < 5
+    assert fake_upstream.count() == 1
+
+
+async def test_openai_compatible_without_a_key_sends_no_authorization(fake_upstream: FakeUpstream) -> None:
+    cfg = fake_upstream.openai_config("local-vllm", kind="openai-compatible")
+    backend = OpenAIBackend(cfg, None)
+    try:
+        chunks, error = await consume(backend.stream(chat()))
+    finally:
+        await backend.aclose()
+    assert error is None and text_of(chunks) == OPENAI.default_text
+    assert "authorization" not in fake_upstream.requests[0].headers
+    assert backend.kind == "openai-compatible" and chunks[0].backend == "local-vllm"
+
+
+async def test_invalid_request_is_rejected_before_any_network(fake_upstream: FakeUpstream, make) -> None:
+    backend = make(OPENAI)
+    bad = chat()
+    bad.temperature = 5.0
+    _, error = await consume(backend.stream(bad))
+    assert isinstance(error, RejectedError) and "temperature" in error.message
+    assert fake_upstream.count() == 0
+
+
+def test_cloud_config_validates_and_defaults() -> None:
+    cfg = CloudConfig(name="o", kind="openai", base_url="https://api.openai.com/v1")
+    assert (cfg.retries, cfg.backoff_factor, cfg.max_backoff_wait) == (2, 0.5, 30.0)
+    assert (cfg.connect_timeout, cfg.first_byte_timeout, cfg.idle_timeout, cfg.total_timeout) == (5.0, 60.0, 60.0, 600.0)
+    assert (cfg.fail_max, cfg.reset_timeout, cfg.extra_headers, cfg.default_model) == (5, 30.0, {}, None)
+    with pytest.raises(ValueError, match="kind"):
+        CloudConfig(name="o", kind="gemini", base_url="https://x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="base_url"):
+        CloudConfig(name="o", kind="openai", base_url="api.openai.com")
+    with pytest.raises(ValueError, match="fail_max"):
+        CloudConfig(name="o", kind="openai", base_url="https://x", fail_max=0)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        CloudConfig(name="o", kind="openai", base_url="https://x", idle_timeout=0)
+
+
+async def test_default_model_replaces_the_default_alias(fake_upstream: FakeUpstream, make) -> None:
+    backend = make(OPENAI, default_model="gpt-4o-mini")
+    chunks, error = await consume(backend.stream(chat("default")))
+    assert error is None
+    assert fake_upstream.requests[0].json["model"] == "gpt-4o-mini"
+    assert chunks[0].model == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
+async def test_429_after_retries_is_unavailable_and_counted(flavour: Flavour, fake_upstream: FakeUpstream, make) -> None:
+    fake_upstream.set_default(flavour.path, 429)
+    backend = make(flavour, retries=1)
+    _, error = await consume(backend.stream(chat()))
+    assert isinstance(error, UnavailableError)
+    assert (error.status, error.attempts) == (429, 2)
+    assert fake_upstream.count() == 2
+    assert backend.snapshot().consecutive_failures == 1
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
+async def test_a_200_that_is_not_json_is_a_malformed_response(
+    flavour: Flavour, fake_upstream: FakeUpstream, make
+) -> None:
+    fake_upstream.script(flavour.path, Reply(json="just a string, no answer"))
+    backend = make(flavour)
+    _, error = await consume(backend.stream(chat(stream=False)))
+    assert isinstance(error, UnavailableError) and "malformed response" in error.message
+    assert backend.snapshot().consecutive_failures == 1
