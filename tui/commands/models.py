@@ -30,24 +30,10 @@ def _fetch_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def human_count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
-
-
 def _list(args: argparse.Namespace) -> int:
     from engine.config import EngineConfig
     from engine.local.discovery import discover
+    from tui.format import human_bytes, human_count
 
     models = discover(EngineConfig())
     if args.json:
