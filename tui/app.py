@@ -87,6 +87,7 @@ class WorkbenchApp(App[int]):
         self.listener: Any = None
         self.theme = config.theme
         self.mounted_at: float | None = None
+        self.status_markup = ""
 
     @property
     def listener_running(self) -> bool:
@@ -145,9 +146,10 @@ class WorkbenchApp(App[int]):
         mem = self.workbench.local.memory()
         listener = f"listener {self.listener.url}" if self.listener_running else "listener off"
         dots = "  ".join(f"[{STATE_COLOURS.get(s.state, 'white')}]●[/] {s.name}" for s in self.workbench.snapshots())
-        self.query_one(StatusBar).update(
+        self.status_markup = (
             f" {listener} │ {len(mem.loaded)} loaded, {human_bytes(mem.used_bytes)} / "
             f"{human_bytes(mem.budget_bytes)} │ {dots}")
+        self.query_one(StatusBar).update(self.status_markup)
 
     # ------------------------------------------------------------ actions
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from textual import on, work
@@ -182,6 +183,10 @@ class ChatPane(Vertical):
         except EngineError as exc:
             meta = f"error: {exc}"
             self.status(str(exc), error=True)
+        except asyncio.CancelledError:
+            # Esc: the worker is cancelled; closing the stream below stops the backend at once.
+            meta = "stopped"
+            self.status("stopped")
         finally:
             await md_stream.stop()
             if stream is not None:
@@ -196,13 +201,17 @@ class ChatPane(Vertical):
             self.save()
 
     async def stop_generation(self) -> bool:
-        stream = self._stream
-        if stream is None:
+        if self._stream is None:
             return False
-        self.workers.cancel_group(self, "chat")
-        await stream.aclose()
-        self._stream = None
-        self.status("stopped")
+        # The worker owns the stream: cancelling it closes the stream in its finally block
+        # (closing it from here would race the worker's own await on it).
+        from textual.worker import WorkerCancelled, WorkerFailed
+
+        for worker in self.workers.cancel_group(self, "chat"):
+            try:
+                await worker.wait()
+            except (WorkerCancelled, WorkerFailed) as exc:
+                self.log(f"chat worker ended: {exc!r}")
         return True
 
     async def action_stop(self) -> None:

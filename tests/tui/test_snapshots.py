@@ -1,0 +1,30 @@
+"""Snapshots of every pane at 120x40 and the chat pane at 80x24, from fixed data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tui.screenshots import PANES, fixed_app, prepare, quiet
+
+
+def _run_before(pane: str):
+    async def run_before(pilot) -> None:
+        quiet(pilot.app)
+        prepare(pilot.app, pane)
+        await pilot.pause()
+        await pilot.pause()
+
+    return run_before
+
+
+@pytest.mark.parametrize("pane", PANES)
+def test_pane_120x40(pane: str, snap_compare, tmp_path: Path, tiny_models_dir: Path) -> None:
+    app = fixed_app(tmp_path, tiny_models_dir)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=_run_before(pane))
+
+
+def test_chat_80x24(snap_compare, tmp_path: Path, tiny_models_dir: Path) -> None:
+    app = fixed_app(tmp_path, tiny_models_dir)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_run_before("chat"))

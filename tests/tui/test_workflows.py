@@ -1,0 +1,215 @@
+"""Pilot tests of the workflows, on the real router, the tiny model and the fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.config import EngineConfig
+from router.config import AppConfig
+from router.rules import Rule
+from router.store import BackendRecord
+from tests.fixtures.fake_upstream import OPENAI_PATH
+from tui.app import WorkbenchApp
+from tui.panes.chat import ChatMessage, ChatPane
+from tui.panes.health import BackendCard
+
+
+def make_app(tmp_path: Path, models_dir: Path) -> WorkbenchApp:
+    cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "data", model_dirs=[models_dir], scan_hf_cache=False,
+                                        memory_budget_bytes=2**30), listener_port=0)
+    return WorkbenchApp(cfg)
+
+
+async def wait_for(pilot, predicate, timeout: float = 60.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise AssertionError("condition not reached in time")
+        # Not pilot.pause(): that waits for the CPU to go idle, which it doesn't while MLX generates.
+        await asyncio.sleep(0.02)
+
+
+async def ask(pilot, text: str) -> None:
+    pilot.app.query_one("#prompt").value = text
+    await pilot.press("enter")
+
+
+async def test_chat_streams_an_answer_from_the_tiny_model(tmp_path: Path, tiny_models_dir: Path) -> None:
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        chat = app.query_one(ChatPane)
+        app.query_one("#model-select").value = "tiny-llama-mlx"
+        app.query_one("#max-tokens").value = "12"
+        await ask(pilot, "Hello world")
+        await wait_for(pilot, lambda: len(chat.messages) == 2)
+        answer = list(app.query(ChatMessage))[-1]
+        assert chat.messages[-1].content
+        assert "local/tiny-llama-mlx" in answer._meta and "tokens" in answer._meta
+        [conv] = app.workbench.store.list_conversations()
+        assert [m["role"] for m in conv.messages] == ["user", "assistant"]
+        assert app.workbench.store.recent_requests()[0].status == "ok"
+
+
+async def test_escape_stops_a_stream_and_keys_stay_live(tmp_path: Path, tiny_models_dir: Path) -> None:
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        chat = app.query_one(ChatPane)
+        await app.workbench.local.load("tiny-llama-mlx")
+        app.query_one("#model-select").value = "tiny-llama-mlx"
+        app.query_one("#max-tokens").value = "5000"
+        # Greedy on this prompt runs to the tiny model's 512-token context: long enough to stop.
+        app.query_one("#temperature").value = "0"
+        await ask(pilot, "alpha beta gamma")
+        await wait_for(pilot, lambda: chat._stream is not None and app.workbench.local._worker.active_count() == 1)
+        # Keys typed during the stream are handled at once (simulate_key: no waiting for idle).
+        t0 = time.perf_counter()
+        app.simulate_key("f3")
+        await wait_for(pilot, lambda: app.query_one("TabbedContent").active == "rules", timeout=5)
+        switch_s = time.perf_counter() - t0
+        app.simulate_key("f1")
+        await wait_for(pilot, lambda: app.query_one("TabbedContent").active == "chat", timeout=5)
+        assert chat._stream is not None, "the answer ended before Esc could stop it"
+        app.simulate_key("escape")
+        await wait_for(pilot, lambda: chat._stream is None, timeout=5)
+        await wait_for(pilot, lambda: app.workbench.local._worker.active_count() == 0, timeout=2)
+        assert app.workbench.store.recent_requests()[0].status == "cancelled"
+        await wait_for(pilot, lambda: "stopped" in list(app.query(ChatMessage))[-1]._meta, timeout=5)
+        assert switch_s < 1.0, f"switching panes took {switch_s:.2f} s during a stream"
+
+
+async def test_add_rule_in_the_form_then_explain_and_route(tmp_path: Path, tiny_models_dir: Path) -> None:
+    from engine.types import ChatRequest, Message, collect
+
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f3")
+        await pilot.press("a")
+        form = app.screen
+        form.query_one("#pattern").value = "my-alias"
+        form.query_one("#model").value = "tiny-llama-mlx"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        [rule] = app.workbench.store.list_rules()
+        assert (rule.pattern, rule.backend, rule.model) == ("my-alias", "local", "tiny-llama-mlx")
+        app.query_one("#try-model").value = "my-alias"
+        await pilot.pause()
+        assert f"rule #{rule.id}" in str(app.query_one("#explain").render())
+        result = await collect(app.workbench.router.route(
+            ChatRequest(model="my-alias", messages=[Message("user", "hi")], max_tokens=3)))
+        assert result.model == "tiny-llama-mlx"
+
+
+async def test_bad_input_in_forms_shows_an_error_and_changes_nothing(tmp_path: Path, tiny_models_dir: Path) -> None:
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f3")
+        await pilot.press("a")
+        form = app.screen
+        form.query_one("#pattern").value = "re:gpt-("
+        await pilot.pause()
+        assert "invalid regular expression" in str(form.query_one("#form-error").render())
+        assert form.query_one("#save").disabled
+        await pilot.press("ctrl+s")
+        form.query_one("#pattern").value = "ok"
+        form.query_one("#fallbacks").value = "ghost"
+        await pilot.pause()
+        assert "unknown backend 'ghost'" in str(form.query_one("#form-error").render())
+        form.query_one("#fallbacks").value = ""
+        form.query_one("#priority").value = "high"
+        await pilot.pause()
+        assert "priority" in str(form.query_one("#form-error").render())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.workbench.store.list_rules() == []
+        await pilot.press("b")
+        form = app.screen
+        form.query_one("#name").value = "x"
+        form.query_one("#base_url").value = "ftp://nowhere"
+        await pilot.pause()
+        assert form.query_one("#save").disabled and "http" in str(form.query_one("#form-error").render())
+        await pilot.press("escape")
+        # A bad temperature in the chat is a message, not a request.
+        await pilot.press("f1")
+        app.query_one("#temperature").value = "hot"
+        await ask(pilot, "hi")
+        await pilot.pause()
+        assert "not a number" in str(app.query_one("#chat-status").render())
+        assert app.workbench.store.list_backends() == [] and app.workbench.store.recent_requests() == []
+
+
+async def test_failing_backend_turns_its_card_and_dot_red(tmp_path: Path, tiny_models_dir: Path, fake_upstream) -> None:
+    from engine.types import ChatRequest, Message, UnavailableError, collect
+
+    fake_upstream.set_default(OPENAI_PATH, 500)
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        wb = app.workbench
+        wb.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url,
+                                            {"retries": 0, "fail_max": 1, "reset_timeout": 60}))
+        wb.store.add_rule(Rule("gpt-*", "openai"))
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: app.query("#card-openai"))
+        await wait_for(pilot, lambda: app.query_one("#card-openai", BackendCard).has_class("state-closed"), timeout=5)
+        with pytest.raises(UnavailableError):
+            await collect(wb.router.route(ChatRequest(model="gpt-4o", messages=[Message("user", "hi")])))
+        await wait_for(pilot, lambda: app.query_one("#card-openai", BackendCard).has_class("state-open"), timeout=10)
+        assert "[red]●[/] openai" in app.status_markup
+        app.query_one("#card-openai", BackendCard).focus()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: app.query_one("#card-openai", BackendCard).has_class("state-closed"), timeout=5)
+        await pilot.press("t")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: wb.backends()["openai"].breaker_state == "open", timeout=5)
+
+
+async def test_toggle_the_listener_and_reach_it(tmp_path: Path, tiny_models_dir: Path) -> None:
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: app.listener_running, timeout=10)
+        async with httpx.AsyncClient(timeout=30) as c:
+            r = await c.get(app.listener.url + "/health")
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        assert app.listener.url in app.status_markup
+        url = app.listener.url
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: not app.listener_running, timeout=10)
+        with pytest.raises(httpx.ConnectError):
+            async with httpx.AsyncClient(timeout=5) as c:
+                await c.get(url + "/health")
+
+
+async def test_listener_port_in_use_is_a_notification(tmp_path: Path, tiny_models_dir: Path) -> None:
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "d", model_dirs=[tiny_models_dir], scan_hf_cache=False),
+                    listener_port=blocker.getsockname()[1])
+    app = WorkbenchApp(cfg)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("ctrl+l")
+            await pilot.pause()
+            assert not app.listener_running
+            assert any("in use" in n.message for n in app._notifications)
+    finally:
+        blocker.close()
+
+
+async def test_command_palette_offers_state_based_actions(tmp_path: Path, tiny_models_dir: Path) -> None:
+    from tui.app import WorkbenchCommands
+
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        provider = WorkbenchCommands(app.screen)
+        names = [name for name, _, _ in provider.commands()]
+        assert "Load model tiny-llama-mlx" in names and "Start the listener" in names and "Add rule" in names
+        await pilot.pause()
