@@ -387,7 +387,7 @@ def parse_openai_error(status: int, body: Any) -> str:
         try:
             body = json.loads(body)
         except ValueError:
-            return body.strip()[:500]
+            return body.strip()[:500] or f"HTTP {status}"
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and err.get("message"):
