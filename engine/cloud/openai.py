@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from engine.cloud.base import CloudBackend, CloudConfig, _Decoder
-from engine.types import ChatRequest, ChatResult, Chunk, UnavailableError
+from engine.types import ChatRequest, ChatResult, Chunk
 
 
 class _OpenAIDecoder(_Decoder):
@@ -21,11 +21,7 @@ class _OpenAIDecoder(_Decoder):
         obj = json.loads(data)
         if not isinstance(obj, dict):
             raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-        if "error" in obj and not obj.get("choices"):
-            # Some servers report a failure mid-stream as a bare error object.
-            err = obj["error"]
-            text = err.get("message") if isinstance(err, dict) else str(err)
-            raise UnavailableError(f"upstream error mid-stream: {text}", upstream_message=text)
+        # A bare {"error": ...} object mid-stream raises UnavailableError from the decoder.
         return self._decoder.feed(obj), obj.get("model") or model, False
 
 
