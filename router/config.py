@@ -126,7 +126,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     data_dir_val, _ = pick("data_dir", "MLXWB_DATA_DIR")
     data_dir = Path(str(data_dir_val)).expanduser() if data_dir_val else default_data_dir()
     dirs_val, dirs_where = pick("model_dirs", "MLXWB_MODEL_DIRS")
-    if isinstance(dirs_val, str):
+    if isinstance(dirs_val, str) and dirs_where != where:
         dirs_val = [d for d in dirs_val.split(os.pathsep) if d]
     if dirs_val is not None and not (isinstance(dirs_val, list) and all(isinstance(d, str) for d in dirs_val)):
         raise ConfigError(f"{dirs_where}: model_dirs must be a list of folders")

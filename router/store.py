@@ -91,6 +91,18 @@ def _v1(db: Any) -> None:
 MIGRATIONS: list[Callable[[Any], None]] = [_v1]
 
 
+def _secret_keys(settings: dict[str, Any], prefix: str = "") -> list[str]:
+    """Setting names (also inside nested tables such as extra_headers) that look like credentials."""
+    found = []
+    for k, v in settings.items():
+        norm = str(k).lower().replace("-", "_")
+        if any(w in norm for w in _SECRET_WORDS) or norm in ("x_api_key", "authorization"):
+            found.append(prefix + str(k))
+        elif isinstance(v, dict):
+            found += _secret_keys(v, f"{prefix}{k}.")
+    return found
+
+
 def _chmod_private(path: Path) -> None:
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         if p.exists():
@@ -144,6 +156,10 @@ class Store:
                 f"{SCHEMA_VERSION}); upgrade mlx-workbench or point MLXWB_DB at another file. It was not changed."
             )
         try:
+            if not path.exists():
+                # Created private before SQLite opens it: SQLite gives -wal/-shm the main file's mode,
+                # and there is no window in which the file is world-readable under a lax umask.
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             conn = sqlite3.connect(str(path))
             db = sqlite_utils.Database(conn)
             db.enable_wal()
@@ -151,7 +167,7 @@ class Store:
             store = cls(db, path, **kw)
             store.notices = notices
             store._migrate(int(version))
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, OSError) as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from None
         _chmod_private(path)
         store._config_version = store._read_config_version()
@@ -218,7 +234,7 @@ class Store:
         return self._backend(rows[0]) if rows else None
 
     def save_backend(self, rec: BackendRecord) -> BackendRecord:
-        bad = [k for k in rec.settings if any(w in k.lower() for w in _SECRET_WORDS)]
+        bad = _secret_keys(rec.settings)
         if bad:
             raise ValueError(f"backend settings must not hold secrets ({', '.join(bad)}); use `mlx-workbench keys set`")
         if rec.name == "local":

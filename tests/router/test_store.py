@@ -151,3 +151,88 @@ def test_change_token_sees_other_connections_and_processes(tmp_path: Path, store
     t2 = store.change_token()
     Store.open(store.path).log_request(RequestRecord("cli", "canonical", "m"))
     assert store.change_token() == t2
+
+
+def test_files_stay_private_under_a_lax_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        s = Store.open(tmp_path / "lax.db")
+        s.add_rule(Rule("x", "local"))
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.is_file()}
+        s.close()
+    finally:
+        os.umask(old)
+    assert {"lax.db", "lax.db-wal"} <= set(modes)
+    assert set(modes.values()) == {0o600}
+
+
+def test_a_second_migration_is_one_more_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import router.store as store_mod
+
+    path = tmp_path / "wb.db"
+    s = Store.open(path)
+    s.add_rule(Rule("keep-me", "local"))
+    s.close()
+
+    def v2(db) -> None:
+        db["rules"].add_column("tag", str)
+
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, v2])
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    s = Store.open(path)
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert "tag" in s.db["rules"].columns_dict
+    assert [r.pattern for r in s.list_rules()] == ["keep-me"]
+    s.close()
+
+
+def test_a_failing_migration_leaves_the_old_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import router.store as store_mod
+
+    path = tmp_path / "wb.db"
+    Store.open(path).close()
+
+    def broken(db) -> None:
+        db["rules"].add_column("half_done", str)
+        raise RuntimeError("migration bug")
+
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, broken])
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(RuntimeError, match="migration bug"):
+        Store.open(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert "half_done" not in {r[1] for r in conn.execute("PRAGMA table_info(rules)")}
+    conn.close()
+
+
+def test_request_log_prunes_itself_without_an_explicit_call(tmp_path: Path) -> None:
+    s = Store.open(tmp_path / "auto.db", max_rows=10)
+    for i in range(100):
+        s.log_request(RequestRecord("tui", "canonical", f"m{i}"))
+    count = s.db.execute("SELECT count(*) FROM request_log").fetchone()[0]
+    assert count == 10
+    s.close()
+
+
+def test_recent_requests_after_id_returns_only_newer(store: Store) -> None:
+    ids = [store.log_request(RequestRecord("cli", "openai", f"m{i}", status="ok")) for i in range(5)]
+    newer = store.recent_requests(after_id=ids[2])
+    assert [r.id for r in newer] == [ids[4], ids[3]]
+
+
+def test_no_api_key_ever_reaches_the_database_file(tmp_path: Path, memory_keyring) -> None:
+    from router.secrets import Secrets
+
+    key = "sk-never-in-sqlite-0123456789"
+    path = tmp_path / "wb.db"
+    s = Store.open(path)
+    Secrets(env={}).set("openai", key)
+    s.save_backend(BackendRecord("openai", "openai", "https://api.openai.com/v1", {"retries": 1}))
+    for bad in ({"api_key": key}, {"extra_headers": {"Authorization": f"Bearer {key}"}}, {"x-api-key": key}):
+        with pytest.raises(ValueError, match="must not hold secrets") as exc:
+            s.save_backend(BackendRecord("leaky", "openai", "http://h", bad))
+        assert key not in str(exc.value)
+    s.close()
+    blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert key.encode() not in blob

@@ -290,10 +290,13 @@ def _backends_health(args: argparse.Namespace, ctx: Any) -> int:
 def _keys_set(args: argparse.Namespace, ctx: Any) -> int:
     from router.secrets import Secrets
 
-    if sys.stdin.isatty():
-        key = getpass.getpass(f"API key for {args.name} (input hidden): ")
-    else:
-        key = sys.stdin.readline()
+    try:
+        if sys.stdin.isatty():
+            key = getpass.getpass(f"API key for {args.name} (input hidden): ")
+        else:
+            key = sys.stdin.readline()
+    except EOFError:  # Ctrl-D at the hidden prompt
+        key = ""
     key = key.strip()
     if not key:
         raise CLIError("no key given (type it at the prompt, or pipe it on stdin)")

@@ -1,0 +1,201 @@
+"""`mlx-workbench rules | backends | keys` end to end through tui.cli.main, as a script would use them."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tui.cli import main
+
+KEY = "sk-cli-router-secret-9876543210zyxwv"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def db_path(data_dir: Path) -> Path:
+    return data_dir / "workbench.db"
+
+
+def test_backends_add_list_rm_with_settings(capsys, isolated_env: Path) -> None:
+    code, out, err = run(capsys, "backends", "add", "vllm", "--kind", "openai-compatible",
+                         "--base-url", "http://127.0.0.1:8000/v1", "--retries", "4", "--fail-max", "3",
+                         "--reset-timeout", "12.5", "--timeout", "90")
+    assert code == 0, err
+    code, out, _ = run(capsys, "backends", "list", "--json")
+    rows = {b["name"]: b for b in json.loads(out)}
+    assert rows["vllm"]["kind"] == "openai-compatible" and rows["vllm"]["key"] is None
+    assert rows["vllm"]["settings"] == {"retries": 4, "fail_max": 3, "reset_timeout": 12.5, "total_timeout": 90.0}
+    code, out, _ = run(capsys, "backends", "list")
+    assert "vllm" in out and "local" in out and "none" in out
+    assert run(capsys, "backends", "rm", "vllm")[0] == 0
+    assert "vllm" not in run(capsys, "backends", "list", "--json")[1]
+
+
+def test_rules_add_every_option_then_edit_enable(capsys) -> None:
+    run(capsys, "backends", "add", "openai", "--kind", "openai", "--base-url", "https://api.openai.com/v1")
+    code, out, err = run(capsys, "rules", "add", "re:gpt-4o(-mini)?", "--backend", "openai", "--model", "gpt-4o",
+                         "--fallback", "local:demo", "--fallback", "local", "--priority", "5", "--disabled",
+                         "--note", "cloud first", "--json")
+    assert code == 0, err
+    rule = json.loads(out)
+    assert (rule["model"], rule["priority"], rule["enabled"], rule["note"]) == ("gpt-4o", 5, False, "cloud first")
+    assert rule["fallbacks"] == ["local:demo", "local"]
+    assert run(capsys, "rules", "enable", str(rule["id"]))[0] == 0
+    code, out, _ = run(capsys, "rules", "edit", str(rule["id"]), "--priority", "1", "--fallback", "openai:gpt-4o-mini",
+                       "--json")
+    edited = json.loads(out)
+    assert edited["enabled"] is True and edited["priority"] == 1 and edited["fallbacks"] == ["openai:gpt-4o-mini"]
+    assert edited["note"] == "cloud first"  # options not given are kept
+    code, out, _ = run(capsys, "rules", "explain", "gpt-4o-mini")
+    assert code == 0 and f"#{rule['id']}" in out and "openai/gpt-4o" in out
+
+
+def test_rules_list_orders_by_match_precedence(capsys) -> None:
+    run(capsys, "rules", "add", "*", "--backend", "local")
+    run(capsys, "rules", "add", "demo", "--backend", "local")
+    rules = json.loads(run(capsys, "rules", "list", "--json")[1])
+    assert [r["pattern"] for r in rules] == ["demo", "*"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["rules", "edit", "42", "--note", "x"], "no rule with id 42"),
+    (["rules", "enable", "7"], "no rule with id 7"),
+    (["rules", "add", "x", "--backend", "local", "--fallback", ":m"], "fallback"),
+    (["rules", "add", "", "--backend", "local"], "pattern"),
+    (["keys", "rm", "nobody"], "no key stored for nobody"),
+])
+def test_errors_are_one_line_exit_1(capsys, argv: list[str], needle: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_backend_with_negative_retries_is_refused(capsys) -> None:
+    code, out, err = run(capsys, "backends", "add", "b", "--kind", "openai", "--base-url", "http://127.0.0.1:1/v1",
+                         "--retries", "-3")
+    assert code == 1 and "Traceback" not in err
+
+
+def test_keys_set_through_hidden_prompt_on_a_tty(capsys, monkeypatch, memory_keyring) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    prompts: list[str] = []
+    monkeypatch.setattr("sys.stdin", Tty(""))
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": prompts.append(prompt) or KEY)
+    code, out, err = run(capsys, "keys", "set", "openai")
+    assert code == 0 and prompts and "hidden" in prompts[0]
+    assert memory_keyring.get_password("mlx-workbench", "openai") == KEY
+    assert KEY not in out + err
+
+
+def test_keys_set_empty_stdin_is_refused(capsys, monkeypatch, memory_keyring) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = run(capsys, "keys", "set", "openai")
+    assert code == 1 and "no key given" in err and memory_keyring.store == {}
+
+
+def test_keys_set_reads_one_line_only(capsys, monkeypatch, memory_keyring) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{KEY}\nsecond line\n"))
+    assert run(capsys, "keys", "set", "listener")[0] == 0
+    assert memory_keyring.get_password("mlx-workbench", "listener") == KEY
+
+
+def test_key_is_never_accepted_on_the_command_line(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["keys", "set", "openai", KEY])
+    assert exc.value.code == 2
+
+
+def test_keys_status_shows_env_and_keyring_sources(capsys, monkeypatch, memory_keyring) -> None:
+    run(capsys, "backends", "add", "openai", "--kind", "openai", "--base-url", "https://api.openai.com/v1")
+    run(capsys, "backends", "add", "anthropic", "--kind", "anthropic", "--base-url", "https://api.anthropic.com")
+    run(capsys, "backends", "add", "groq", "--kind", "openai-compatible", "--base-url", "https://api.groq.com/openai/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    memory_keyring.set_password("mlx-workbench", "anthropic", KEY)
+    code, out, _ = run(capsys, "keys", "status", "--json")
+    assert json.loads(out) == {"openai": "env", "anthropic": "keyring", "groq": None, "listener": None}
+    code, out, _ = run(capsys, "keys", "status")
+    assert "MLXWB_KEY_GROQ" in out and "ANTHROPIC_API_KEY" in out and KEY not in out
+
+
+def test_no_key_in_output_logs_or_database(capsys, monkeypatch, memory_keyring, isolated_env: Path,
+                                           caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    run(capsys, "backends", "add", "openai", "--kind", "openai", "--base-url", "http://127.0.0.1:9/v1")
+    monkeypatch.setattr("sys.stdin", io.StringIO(KEY + "\n"))
+    outputs = [run(capsys, "keys", "set", "openai")]
+    for argv in (["keys", "status"], ["keys", "status", "--json"], ["backends", "list"], ["backends", "list", "--json"],
+                 ["backends", "health"], ["backends", "health", "--json"], ["rules", "explain", "gpt-4o", "--json"]):
+        outputs.append(run(capsys, *argv))
+    assert all(code == 0 for code, _, _ in outputs)
+    assert KEY not in "".join(o + e for _, o, e in outputs) and KEY not in caplog.text
+    blob = b"".join(p.read_bytes() for p in isolated_env.iterdir() if p.is_file())
+    assert blob and KEY.encode() not in blob
+
+
+def test_health_json_lists_local_and_cloud(capsys) -> None:
+    run(capsys, "backends", "add", "anthropic", "--kind", "anthropic", "--base-url", "http://127.0.0.1:9")
+    code, out, _ = run(capsys, "backends", "health", "--json")
+    snaps = {s["name"]: s for s in json.loads(out)}
+    assert code == 0 and snaps["local"]["state"] == "closed" and snaps["anthropic"]["kind"] == "anthropic"
+
+
+def test_corrupt_database_is_reported_and_replaced(capsys, isolated_env: Path) -> None:
+    junk = b"\x00garbage, not a database\xff" * 64
+    db_path(isolated_env).write_bytes(junk)
+    code, out, err = run(capsys, "rules", "list")
+    assert code == 0 and "moved aside" in err
+    aside = [p for p in isolated_env.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1 and aside[0].read_bytes() == junk
+
+
+def test_newer_database_is_one_line_and_untouched(capsys, isolated_env: Path) -> None:
+    path = db_path(isolated_env)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 999")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    code, out, err = run(capsys, "rules", "list")
+    assert code == 1 and "newer mlx-workbench" in err and len(err.strip().splitlines()) == 1
+    assert path.read_bytes() == before
+
+
+def test_bad_config_file_is_one_line(capsys, tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("listener = 5\n")
+    code, out, err = run(capsys, "--config", str(cfg), "rules", "list")
+    assert code == 1 and str(cfg) in err and "Traceback" not in err
+
+
+def test_db_path_under_a_regular_file_is_one_line(capsys, tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("MLXWB_DB", str(blocker / "wb.db"))
+    code, out, err = run(capsys, "backends", "list")
+    assert code == 1 and "cannot create the folder" in err and "Traceback" not in err
+
+
+def test_ctrl_d_at_the_prompt_is_a_clean_refusal(capsys, monkeypatch, memory_keyring) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def eof(prompt: str = "") -> str:
+        raise EOFError
+
+    monkeypatch.setattr("sys.stdin", Tty(""))
+    monkeypatch.setattr("getpass.getpass", eof)
+    code, _, err = run(capsys, "keys", "set", "openai")
+    assert code == 1 and "no key given" in err and memory_keyring.store == {}
