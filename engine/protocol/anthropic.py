@@ -189,6 +189,8 @@ def request_from_anthropic(body: Any) -> ChatRequest:
             elif kind == "tool_use" and role == "assistant":
                 if not isinstance(b.get("name"), str):
                     raise _bad(f"{where}.name", "is required")
+                if b.get("input") is not None and not isinstance(b["input"], dict):
+                    raise _bad(f"{where}.input", "must be an object")
                 calls.append(ToolCall(id=str(b.get("id") or f"toolu_{i}_{j}"), name=b["name"],
                                       arguments=json.dumps(b.get("input") or {})))
             elif kind == "tool_result" and role == "user":
@@ -207,9 +209,16 @@ def request_from_anthropic(body: Any) -> ChatRequest:
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise _bad("stop_sequences", "must be a list of strings")
     tools: list[ToolSpec] = []
-    for j, t in enumerate(body.get("tools") or []):
+    raw_tools = body.get("tools")
+    if raw_tools is not None and not isinstance(raw_tools, list):
+        raise _bad("tools", "must be a list")
+    for j, t in enumerate(raw_tools or []):
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise _bad(f"tools[{j}].name", "is required")
+        if t.get("description") is not None and not isinstance(t["description"], str):
+            raise _bad(f"tools[{j}].description", "must be a string")
+        if t.get("input_schema") is not None and not isinstance(t["input_schema"], dict):
+            raise _bad(f"tools[{j}].input_schema", "must be a JSON schema object")
         tools.append(ToolSpec(name=t["name"], description=t.get("description"),
                               parameters=t.get("input_schema") or {"type": "object", "properties": {}}))
     stream = body.get("stream", False)

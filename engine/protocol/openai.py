@@ -31,6 +31,15 @@ def _bad(field: str, why: str) -> RejectedError:
     return RejectedError(f"{field}: {why}", status=400)
 
 
+def _list(obj: dict[str, Any], key: str, field: str) -> list[Any]:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(field, "must be a list")
+    return value
+
+
 def _text_of(content: Any, field: str) -> str:
     """OpenAI content is a string, null, or a list of parts; only text parts are supported."""
     if content is None:
@@ -43,7 +52,8 @@ def _text_of(content: Any, field: str) -> str:
             if not isinstance(part, dict) or "type" not in part:
                 raise _bad(f"{field}[{j}]", "must be an object with a type")
             if part["type"] != "text":
-                raise _bad(f"{field}[{j}].type", f"{part['type']!r} content is not supported (text only)")
+                kind = "image" if str(part["type"]).startswith(("image", "input_image")) else repr(part["type"])
+                raise _bad(f"{field}[{j}].type", f"{kind} content is not supported (text only)")
             if not isinstance(part.get("text"), str):
                 raise _bad(f"{field}[{j}].text", "must be a string")
             out.append(part["text"])
@@ -78,8 +88,9 @@ def _tool_choice_to(choice: Any) -> Any:
 def _tool_choice_from(choice: Any) -> Any:
     if choice is None or choice in ("auto", "none", "required"):
         return choice
-    if isinstance(choice, dict) and isinstance(choice.get("function"), dict) and "name" in choice["function"]:
-        return {"name": str(choice["function"]["name"])}
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict) \
+            and isinstance(choice["function"].get("name"), str):
+        return {"name": choice["function"]["name"]}
     raise _bad("tool_choice", "must be 'auto', 'none', 'required' or {type: function, function: {name}}")
 
 
@@ -154,7 +165,7 @@ def request_from_openai(body: Any) -> ChatRequest:
         if role not in ("system", "user", "assistant", "tool"):
             raise _bad(f"{field}.role", f"must be one of system, user, assistant, tool (got {role!r})")
         calls: list[ToolCall] = []
-        for j, c in enumerate(m.get("tool_calls") or []):
+        for j, c in enumerate(_list(m, "tool_calls", f"{field}.tool_calls")):
             fn = c.get("function") if isinstance(c, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                 raise _bad(f"{field}.tool_calls[{j}].function.name", "is required")
@@ -190,10 +201,14 @@ def request_from_openai(body: Any) -> ChatRequest:
     else:
         raise _bad("stop", "must be a string or a list of strings")
     tools: list[ToolSpec] = []
-    for j, t in enumerate(body.get("tools") or []):
+    for j, t in enumerate(_list(body, "tools", "tools")):
         fn = t.get("function") if isinstance(t, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _bad(f"tools[{j}].function.name", "is required")
+        if fn.get("description") is not None and not isinstance(fn["description"], str):
+            raise _bad(f"tools[{j}].function.description", "must be a string")
+        if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
+            raise _bad(f"tools[{j}].function.parameters", "must be a JSON schema object")
         tools.append(ToolSpec(name=fn["name"], description=fn.get("description"),
                               parameters=fn.get("parameters") or {"type": "object", "properties": {}}))
     stream = body.get("stream", False)
@@ -202,6 +217,8 @@ def request_from_openai(body: Any) -> ChatRequest:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise _bad("stream_options", "must be an object")
+    if not isinstance(options.get("include_usage", False), bool):
+        raise _bad("stream_options.include_usage", "must be a boolean")
     req = ChatRequest(
         model=model,
         messages=messages,

@@ -283,3 +283,22 @@ def test_encoded_events_are_json_and_decode_back():
     chunks = _feed_all([(n, json.loads(json.dumps(o))) for n, o in events])
     assert "".join(c.text for c in chunks) == "ok" and chunks[-1].finish_reason == "length"
     assert chunks[-1].usage.completion_tokens == 2
+
+
+U = [{"role": "user", "content": "x"}]
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"tools": 5}, "tools: must be a list"),
+    ({"tools": [{"name": "f", "input_schema": 5}]}, "tools[0].input_schema:"),
+    ({"tools": [{"name": "f", "description": 5}]}, "tools[0].description:"),
+    ({"messages": [{"role": "assistant", "content": [{"type": "tool_use", "name": "f", "input": 5}]}]},
+     "messages[0].content[0].input:"),
+    ({"system": 5}, "system:"),
+    ({"tool_choice": {"type": "tool", "name": 5}}, "tool_choice.name:"),
+    ({"max_tokens": 0}, "max_tokens:"),
+])
+def test_request_from_anthropic_wrong_container_types_are_400(extra, field):
+    with pytest.raises(RejectedError) as info:
+        request_from_anthropic({"model": "m", "max_tokens": 3, "messages": U, **extra})
+    assert info.value.status == 400 and field in str(info.value)

@@ -126,7 +126,7 @@ def test_image_content_is_a_clear_400():
         request_from_openai({"model": "m", "messages": [{"role": "user", "content": [
             {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:..."}}]}]})
     assert info.value.status == 400
-    assert "messages[0].content[1].type" in str(info.value) and "image_url" in str(info.value)
+    assert "messages[0].content[1].type" in str(info.value) and "image content" in str(info.value)
     assert "not supported" in str(info.value)
 
 
@@ -258,3 +258,24 @@ def test_parse_openai_error_json_bytes_text_and_fallback():
     assert len(parse_openai_error(502, "x" * 5000)) <= 500
     assert parse_openai_error(500, b"") == "HTTP 500"
     assert parse_openai_error(500, {"unrelated": 1}) == "HTTP 500"
+
+
+U = [{"role": "user", "content": "x"}]
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"messages": [{"role": "assistant", "tool_calls": 5}]}, "messages[0].tool_calls: must be a list"),
+    ({"tools": 5}, "tools: must be a list"),
+    ({"stream_options": {"include_usage": [1]}}, "stream_options.include_usage:"),
+    ({"stream_options": 3}, "stream_options:"),
+    ({"tool_choice": {"type": "function", "function": {"name": 5}}}, "tool_choice:"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": 5}}]}, "tools[0].function.parameters:"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "description": 5}}]},
+     "tools[0].function.description:"),
+    ({"seed": 1.5}, "seed:"),
+    ({"top_p": 0}, "top_p:"),
+])
+def test_request_from_openai_wrong_container_types_are_400(extra, field):
+    with pytest.raises(RejectedError) as info:
+        request_from_openai({"model": "m", "messages": U, **extra})
+    assert info.value.status == 400 and field in str(info.value)

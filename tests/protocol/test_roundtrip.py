@@ -230,3 +230,60 @@ def test_anthropic_stream_encode_then_decode_round_trips(chunks):
     assert (text, calls, finish) == (want_text, want_calls, want_finish)
     # Anthropic reports input tokens in message_start, sent before the usage is known.
     assert usage.completion_tokens == want_usage.completion_tokens
+
+
+# ---------------------------------------------------------------- hostile input
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+keys = st.sampled_from(["model", "messages", "max_tokens", "max_completion_tokens", "stop", "stop_sequences",
+                        "tools", "tool_choice", "system", "stream", "stream_options", "temperature", "top_p",
+                        "seed", "n", "role", "content", "tool_calls", "tool_call_id", "function", "name",
+                        "type", "text", "tool_use_id", "input", "arguments"])
+near_valid = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 5) | st.text(max_size=5)
+    | st.sampled_from(["user", "assistant", "tool", "system", "text", "tool_use", "tool_result", "function"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@SETTINGS
+@given(st.one_of(json_values, near_valid, openai_bodies(), anthropic_bodies()))
+def test_parsers_only_ever_raise_rejected_error(body):
+    from engine.types import RejectedError
+
+    for parse in (request_from_openai, request_from_anthropic):
+        try:
+            req = parse(body)
+        except RejectedError as exc:
+            assert exc.status == 400 and str(exc)
+        else:
+            req.validate()
+
+
+@st.composite
+def mutated_bodies(draw) -> Any:
+    """A valid body of either protocol with one value somewhere replaced by arbitrary JSON."""
+    body = draw(st.one_of(openai_bodies(), anthropic_bodies()))
+    node: Any = body
+    while True:
+        slots = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        key, child = draw(st.sampled_from(slots))
+        if isinstance(child, (dict, list)) and child and draw(st.booleans()):
+            node = child
+            continue
+        if isinstance(node, dict) and draw(st.booleans()):
+            key = draw(keys)  # a field the body may not have had
+        node[key] = draw(st.one_of(st.integers(), st.text(max_size=3), json_values, near_valid))
+        return body
+
+
+@SETTINGS
+@given(mutated_bodies())
+def test_parsers_reject_mutated_bodies_cleanly(body):
+    test_parsers_only_ever_raise_rejected_error.hypothesis.inner_test(body)
