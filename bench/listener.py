@@ -7,18 +7,21 @@ sent (a) straight to the upstream and (b) through the listener, whose rule route
 that upstream as an openai-compatible backend. At 1, 16 and 64 concurrent clients it prints
 requests/s and the p50 / p99 latency of a whole streamed answer, and the listener's added
 latency and throughput ratio against the direct baseline measured in the same run.
-Everything runs on 127.0.0.1; upstream and listener each have their own thread and loop, the
-clients run in the main loop (one process, so the numbers include GIL contention).
+Everything runs on 127.0.0.1; upstream, listener and clients are three processes (as in real
+use: in one process the three would mostly measure contention for one GIL). The machine's cores
+are shared by all three, so at high concurrency the clients and the upstream compete with the
+listener for CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -37,29 +40,41 @@ from tests.fixtures.fake_upstream import OPENAI_PATH, FakeUpstream, Reply, opena
 BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
-def start_listener(upstream_url: str, data_dir: Path) -> tuple[str, threading.Event]:
-    loop = asyncio.new_event_loop()
-    ready: dict[str, str] = {}
-    started, stop = threading.Event(), threading.Event()
+def _upstream_process(conn) -> None:
+    upstream = FakeUpstream().start()
+    text = " ".join(f"w{i}" for i in range(100))
+    upstream.set_default(OPENAI_PATH, Reply(stream=openai_text_stream(text, "bench-model")))
+    conn.send(upstream.openai_url)
+    conn.recv()
+    upstream.stop()
 
+
+def _listener_process(conn, upstream_url: str, data_dir: str) -> None:
     async def main() -> None:
-        wb = Workbench.open(AppConfig(engine=EngineConfig(data_dir=data_dir, scan_hf_cache=False)))
+        wb = Workbench.open(AppConfig(engine=EngineConfig(data_dir=Path(data_dir), scan_hf_cache=False)))
         wb.store.save_backend(BackendRecord("up", "openai-compatible", upstream_url,
                                             {"retries": 0, "fail_max": 1000}))
         wb.store.add_rule(Rule("bench-model", "up"))
         lst = Listener(wb, "127.0.0.1", 0)
         await lst.start()
-        ready["url"] = lst.url
-        started.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
+        conn.send(lst.url)
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         await lst.stop()
         await wb.aclose()
 
-    threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True).start()
-    if not started.wait(60):
-        raise SystemExit("the listener did not start")
-    return ready["url"], stop
+    asyncio.run(main())
+
+
+def spawn(target, *args) -> tuple[str, object, object]:
+    """Start a server in its own process (its own GIL, as in real use); returns its URL."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(child, *args), daemon=True)
+    proc.start()
+    if not parent.poll(120):
+        proc.kill()
+        raise SystemExit(f"{target.__name__} did not start")
+    return parent.recv(), parent, proc
 
 
 async def one(client: httpx.AsyncClient, url: str) -> float:
@@ -97,16 +112,16 @@ async def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests-per-client", type=int, default=8)
     args = ap.parse_args()
-    upstream = FakeUpstream().start()
-    text = " ".join(f"w{i}" for i in range(100))
-    upstream.set_default(OPENAI_PATH, Reply(stream=openai_text_stream(text, "bench-model")))
     with tempfile.TemporaryDirectory() as tmp:
-        listener_url, stop = start_listener(upstream.openai_url, Path(tmp))
+        upstream_url, up_conn, up_proc = spawn(_upstream_process)
+        listener_url, lst_conn, lst_proc = spawn(_listener_process, upstream_url, tmp)
         try:
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            print(f"{os.cpu_count()} cores, 1-minute load average before the run: {load:.1f}")
             print(f"{'clients':>7} {'path':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
             for clients in (1, 16, 64):
                 per = args.requests_per_client if clients < 64 else max(2, args.requests_per_client // 2)
-                direct = await level(upstream.openai_url + "/chat/completions", clients, per)
+                direct = await level(upstream_url + "/chat/completions", clients, per)
                 via = await level(listener_url + "/v1/chat/completions", clients, per)
                 for name, (rps, p50, p99) in (("direct", direct), ("listener", via)):
                     print(f"{clients:>7} {name:>9} {rps:>8.1f} {p50 * 1000:>8.1f} {p99 * 1000:>8.1f}")
@@ -114,8 +129,11 @@ async def main() -> int:
                       f"{(via[2] - direct[2]) * 1000:>8.1f}   throughput ratio listener/direct: "
                       f"{via[0] / direct[0]:.2f}")
         finally:
-            stop.set()
-            upstream.stop()
+            for conn, proc in ((lst_conn, lst_proc), (up_conn, up_proc)):
+                conn.send("stop")
+                proc.join(15)
+                if proc.is_alive():
+                    proc.kill()
     return 0
 
 

@@ -186,3 +186,26 @@ async def test_client_disconnect_closes_the_upstream_request(listener, fake_upst
                 if "content" in line:
                     break
     assert await fake_upstream.await_disconnects(1, timeout=5)
+
+
+async def test_access_log_has_method_path_status_but_no_key_or_prompt(workbench, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="mlxwb.listener")
+    lst = Listener(workbench, "127.0.0.1", 0, api_key="k-secret-4711")
+    await lst.start()
+    try:
+        async with httpx.AsyncClient(base_url=lst.url, timeout=60) as c:
+            r = await c.post("/v1/chat/completions", headers={"authorization": "Bearer k-secret-4711"},
+                             json={"model": "tiny", "max_tokens": 2, "stream": True,
+                                   "messages": [{"role": "user", "content": "prompt-marker-xyz"}]})
+            assert r.status_code == 200
+            assert (await c.get("/health", headers={"x-api-key": "wrong-key-0815"})).status_code == 401
+    finally:
+        await lst.stop()
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "mlxwb.listener"]
+    assert any(line.startswith("POST /v1/chat/completions 200") for line in lines), lines
+    assert any(line.startswith("GET /health 401") for line in lines), lines
+    text = "\n".join(caplog.text.splitlines() + lines)
+    for secret in ("k-secret-4711", "wrong-key-0815", "prompt-marker-xyz"):
+        assert secret not in text
