@@ -38,7 +38,7 @@ async def wb(tmp_path: Path, tiny_models_dir: Path, fake_upstream, memory_keyrin
     bench.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url, dict(FAST)))
     bench.store.save_backend(BackendRecord("anthropic", "anthropic", fake_upstream.anthropic_url, dict(FAST)))
     bench.secrets.set("openai", "sk-test-openai-0123456789abcdefghij")
-    bench.secrets.set("anthropic", "sk-ant-test-0123456789abcdefghij")
+    bench.secrets.set("anthropic", "fake-anthropic-key-0123456789abcdefghij")
     bench.refresh_keys()
     yield bench
     await bench.aclose()
@@ -187,6 +187,6 @@ async def test_no_key_anywhere_in_db_or_log(wb: Workbench, fake_upstream, caplog
     await collect(wb.router.route(ask("tiny-llama-mlx")))
     wb.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     blob = wb.store.path.read_bytes()
-    for key in ("sk-test-openai-0123456789abcdefghij", "sk-ant-test-0123456789abcdefghij"):
+    for key in ("sk-test-openai-0123456789abcdefghij", "fake-anthropic-key-0123456789abcdefghij"):
         assert key.encode() not in blob
         assert key not in str(exc.value) and key not in caplog.text
