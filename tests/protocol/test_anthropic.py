@@ -302,3 +302,18 @@ def test_request_from_anthropic_wrong_container_types_are_400(extra, field):
     with pytest.raises(RejectedError) as info:
         request_from_anthropic({"model": "m", "max_tokens": 3, "messages": U, **extra})
     assert info.value.status == 400 and field in str(info.value)
+
+
+def test_decoder_ignores_thinking_blocks_and_unknown_delta_types():
+    chunks = _feed_all([
+        ("content_block_start", {"index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        ("content_block_delta", {"index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+        ("content_block_delta", {"index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+        ("content_block_stop", {"index": 0}),
+        ("content_block_start", {"index": 1, "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"index": 1, "delta": {"type": "text_delta", "text": "answer"}}),
+        ("message_delta", {"delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 2}}),
+    ])
+    assert "".join(c.text for c in chunks) == "answer"
+    assert not any(c.tool_calls for c in chunks)
+    assert chunks[-1].finish_reason == "length"

@@ -279,3 +279,11 @@ def test_request_from_openai_wrong_container_types_are_400(extra, field):
     with pytest.raises(RejectedError) as info:
         request_from_openai({"model": "m", "messages": U, **extra})
     assert info.value.status == 400 and field in str(info.value)
+
+
+def test_decoder_ignores_other_choices_and_keeps_usage_sent_with_the_finish():
+    dec = OpenAIStreamDecoder()
+    assert dec.feed({"choices": [{"index": 1, "delta": {"content": "other"}, "finish_reason": None}]}) == []
+    out = dec.feed({"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
+    assert len(out) == 1 and out[0].text == "x" and out[0].finish_reason == "length" and out[0].usage == Usage(2, 1)
