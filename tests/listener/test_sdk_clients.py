@@ -99,3 +99,23 @@ async def test_typed_401_with_a_listener_key(workbench) -> None:
         assert msg.content
     finally:
         await lst.stop()
+
+
+async def test_sdks_raise_on_a_failure_after_streaming_began(listener, fake_upstream) -> None:
+    from tests.fixtures.fake_upstream import Reply, openai_text_stream
+
+    fake_upstream.script(OPENAI_PATH, Reply(stream=openai_text_stream("a b c d e f g"), cut_after=3))
+    stream = await oai(listener).chat.completions.create(model="gpt-4o", stream=True,
+                                                         messages=[{"role": "user", "content": "Hi"}])
+    got: list[str] = []
+    with pytest.raises(openai.APIError):
+        async for chunk in stream:
+            if chunk.choices:
+                got.append(chunk.choices[0].delta.content or "")
+    assert "".join(got)  # the text before the cut did arrive
+    fake_upstream.script(OPENAI_PATH, Reply(stream=openai_text_stream("a b c d e f g"), cut_after=3))
+    with pytest.raises(anthropic.APIStatusError):
+        async with anth(listener).messages.stream(model="gpt-4o", max_tokens=20,
+                                                  messages=[{"role": "user", "content": "Hi"}]) as s:
+            async for _ in s.text_stream:
+                pass
