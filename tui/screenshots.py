@@ -99,6 +99,8 @@ async def save_all(out: Path, models_dir: Path | None) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
+    # Before textual is imported: the tab underline otherwise slides, and the SVG catches it mid-way.
+    os.environ["TEXTUAL_ANIMATIONS"] = "none"
     out = Path(argv[0] if argv else "screenshots")
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
