@@ -43,8 +43,10 @@ def ensure_blas(use_system_openblas: bool | None = None) -> str:
         if sys.platform == "darwin":
             _label = "accelerate (macOS)"
             return _label
-        wanted = (not openblas_disabled_by_env()) if use_system_openblas is None else use_system_openblas
-        if not wanted:
+        if use_system_openblas is None and openblas_disabled_by_env():
+            _label = "reference: OpenBLAS disabled by MLXWB_NO_OPENBLAS"
+            return _label
+        if use_system_openblas is False:
             _label = "reference (mlx-cpu built-in; system OpenBLAS turned off)"
             return _label
         if "mlx.core" in sys.modules:

@@ -73,6 +73,21 @@ def check_supported(path: Path) -> None:
         )
 
 
+def load_gguf_metadata(path: str | Path) -> dict[str, Any]:
+    """The GGUF key/value metadata, read from the header alone (no tensor data; cheap for discovery).
+
+    Vocabulary-sized arrays (tokens, merges, token types) are left out; `tokenizer.chat_template`
+    and the hyper-parameters are in. Missing file -> ModelNotFoundError, damaged -> CorruptModelError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"model file not found: {path}")
+    try:
+        return dict(read_header(path, keep_arrays=False).metadata)
+    except GGUFHeaderError as exc:
+        raise CorruptModelError(f"cannot read {path.name}: {exc}") from None
+
+
 def estimate_memory_bytes(parameters: int, quantization: str, *, dequantize: bool) -> int:
     bits = 32 if dequantize else TYPE_BITS.get(quantization, 16)
     # ~10% on top for the KV cache and activations of a short conversation.
