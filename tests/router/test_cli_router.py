@@ -199,3 +199,15 @@ def test_ctrl_d_at_the_prompt_is_a_clean_refusal(capsys, monkeypatch, memory_key
     monkeypatch.setattr("getpass.getpass", eof)
     code, _, err = run(capsys, "keys", "set", "openai")
     assert code == 1 and "no key given" in err and memory_keyring.store == {}
+
+
+def test_keys_set_works_even_when_the_database_cannot_be_opened(capsys, monkeypatch, tmp_path: Path,
+                                                                memory_keyring) -> None:
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("MLXWB_DB", str(blocker / "wb.db"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(KEY + "\n"))
+    assert run(capsys, "keys", "set", "openai")[0] == 0
+    assert memory_keyring.get_password("mlx-workbench", "openai") == KEY
+    assert run(capsys, "keys", "rm", "openai")[0] == 0
+    assert not blocker.is_dir()

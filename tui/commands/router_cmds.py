@@ -73,10 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = ksub.add_parser("set", help="store a key: typed at a hidden prompt, or one line on stdin")
     p.add_argument("name", help="backend name (or 'listener' for the listener's own key)")
-    p.set_defaults(func=_wrap(_keys_set))
+    p.set_defaults(func=_wrap(_keys_set, needs_store=False))
     p = ksub.add_parser("rm")
     p.add_argument("name")
-    p.set_defaults(func=_wrap(_keys_rm))
+    p.set_defaults(func=_wrap(_keys_rm, needs_store=False))
     p = ksub.add_parser("status", help="which backends have a key, and where it comes from")
     _json(p)
     p.set_defaults(func=_wrap(_keys_status))
@@ -86,7 +86,8 @@ def _json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _wrap(fn: Callable[[argparse.Namespace, Any], int]) -> Callable[[argparse.Namespace], int]:
+def _wrap(fn: Callable[[argparse.Namespace, Any], int], needs_store: bool = True) -> Callable[[argparse.Namespace], int]:
+    # Keys live in the keyring, not the database: `keys set` must work even when the DB cannot be opened.
     def run(args: argparse.Namespace) -> int:
         from router.config import ConfigError, load_config
         from router.rules import RuleError
@@ -95,11 +96,11 @@ def _wrap(fn: Callable[[argparse.Namespace, Any], int]) -> Callable[[argparse.Na
 
         try:
             config = load_config(args.config)
-            store = Store.open(config.database)
+            store = Store.open(config.database) if needs_store else None
         except (ConfigError, StoreError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        for notice in store.notices:
+        for notice in store.notices if store else ():
             print(f"note: {notice}", file=sys.stderr)
         try:
             return fn(args, (config, store))
@@ -107,7 +108,8 @@ def _wrap(fn: Callable[[argparse.Namespace, Any], int]) -> Callable[[argparse.Na
             print(f"error: {str(exc).strip(chr(39))}", file=sys.stderr)
             return 1
         finally:
-            store.close()
+            if store is not None:
+                store.close()
 
     return run
 
