@@ -125,3 +125,38 @@ def test_demo_model_answers_paris_and_renders_its_own_chat_template(demo_model_p
                                      add_generation_prompt=True, tokenize=False)
     answer = generate(model, tok, prompt, max_tokens=20)
     assert "Paris" in answer
+
+
+@pytest.mark.parametrize("qtype", ["Q5_0", "BF16"])
+def test_unsupported_tensor_type_is_named(tiny_mlx_model: Path, tmp_path: Path, qtype: str) -> None:
+    from tests.fixtures.tiny_model import write_tiny_gguf
+
+    path = write_tiny_gguf(tiny_mlx_model, tmp_path / f"tiny.{qtype}.gguf", qtype)
+    with pytest.raises(UnsupportedModelError, match=f"tensor type\\(s\\) {qtype} are not supported"):
+        load_gguf(path)
+
+
+def test_unsupported_tokenizer_model_is_named(tiny_mlx_model: Path, tmp_path: Path) -> None:
+    from tests.fixtures.tiny_model import write_tiny_gguf
+
+    path = write_tiny_gguf(tiny_mlx_model, tmp_path / "tiny-t5tok.gguf", tokenizer_model="t5")
+    with pytest.raises(UnsupportedModelError, match="tokenizer model 't5' is not supported"):
+        load_gguf(path)
+
+
+def test_cancel_set_before_loading_reads_nothing(tiny_gguf_model: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    seen: list[str] = []
+    with pytest.raises(CancelledError):
+        load_gguf(tiny_gguf_model, progress=lambda stage, f: seen.append(stage), cancel=cancel)
+    assert seen == []
+
+
+def test_auto_dequantize_follows_the_device(tiny_gguf_factory) -> None:
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    model, _ = load_gguf(tiny_gguf_factory("Q4_0"))
+    quantized = any(isinstance(m, nn.QuantizedLinear) for _, m in model.named_modules())
+    assert quantized == mx.metal.is_available()
