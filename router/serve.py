@@ -7,15 +7,18 @@ other address needs a listener key (keyring name "listener", or MLXWB_LISTENER_K
 
 
 import asyncio
+import contextlib
 import errno
 import hmac
 import ipaddress
 import json
 import logging
+import signal
 import socket
+import sys
 import time
 from dataclasses import asdict
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 from engine.types import ChatRequest, Chunk, EngineError, RejectedError, collect
 
@@ -317,6 +320,21 @@ def create_app(workbench: Any, *, api_key: str | None = None, max_body_bytes: in
     return app
 
 
+def _quiet_server_class(uvicorn: Any) -> Any:
+    """uvicorn.Server that leaves process signals to the host (the TUI, or serve_forever).
+
+    Stock uvicorn swaps in its own SIGINT/SIGTERM handlers while serving and re-raises the
+    signal afterwards, which would bypass the host's clean shutdown.
+    """
+
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer
+
+
 class Listener:
     """The listener inside an already running event loop (the TUI's, or `serve`'s)."""
 
@@ -370,7 +388,7 @@ class Listener:
         app = create_app(self.workbench, api_key=key, max_body_bytes=self.max_body_bytes,
                          listener_info={"host": self.host, "port": self.port, "auth": bool(key)})
         config = uvicorn.Config(app, log_config=None, lifespan="off", access_log=False, log_level="warning")
-        self._server = uvicorn.Server(config)
+        self._server = _quiet_server_class(uvicorn)(config)
         self._task = asyncio.create_task(self._serve())
         for _ in range(500):
             if self._server.started or self._task.done():
@@ -401,14 +419,29 @@ class Listener:
 
 
 async def serve_forever(workbench: Any, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM (or the server dies), then stop cleanly."""
     listener = Listener(workbench, host, port)
     await listener.start()
     print(f"mlx-workbench listening on {listener.url} (OpenAI: {listener.url}/v1, Anthropic: {listener.url})",
           flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError):
+            log.debug("no loop signal handler for %s here; KeyboardInterrupt still stops the server", sig)
+    waiter = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.Event().wait()
+        await asyncio.wait({waiter, listener._task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        waiter.cancel()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         await listener.stop()
+    print("mlx-workbench listener stopped", flush=True)
 
 
 def run_serve(config: Any, host: str | None = None, port: int | None = None) -> int:
@@ -428,6 +461,6 @@ def run_serve(config: Any, host: str | None = None, port: int | None = None) -> 
     except KeyboardInterrupt:
         return 0
     except ListenerError as exc:
-        print(f"error: {exc}", flush=True)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0
