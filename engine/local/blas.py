@@ -43,7 +43,7 @@ def ensure_blas(use_system_openblas: bool | None = None) -> str:
         if sys.platform == "darwin":
             _label = "accelerate (macOS)"
             return _label
-        if use_system_openblas is None and openblas_disabled_by_env():
+        if use_system_openblas is not True and openblas_disabled_by_env():
             _label = "reference: OpenBLAS disabled by MLXWB_NO_OPENBLAS"
             return _label
         if use_system_openblas is False:

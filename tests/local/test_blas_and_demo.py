@@ -62,3 +62,25 @@ def test_offline_fetch_is_a_clear_error_and_leaves_nothing_behind(tmp_path: Path
     assert "mlx-workbench models fetch-demo" in str(exc.value)
     assert demo_path(config) is None
     assert not list((config.models_dir / "demo").glob("*.partial"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the switch only matters on Linux")
+def test_config_turns_openblas_off_and_first_choice_sticks() -> None:
+    probe = ("from engine.config import EngineConfig; from engine.local import mlx_import; "
+             "from engine.local.blas import ensure_blas; "
+             "mlx_import(EngineConfig(use_system_openblas=False)); "
+             "print(ensure_blas(True)); print('libopenblas' in open('/proc/self/maps').read())")
+    env = {**os.environ, "MLXWB_NO_OPENBLAS": ""}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    label, mapped = out.stdout.strip().splitlines()
+    assert "turned off" in label and mapped == "False"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the note only matters on Linux")
+def test_label_says_when_mlx_was_imported_first() -> None:
+    probe = ("import mlx.core; from engine.local.blas import ensure_blas; print(ensure_blas(True))")
+    env = {**os.environ, "MLXWB_NO_OPENBLAS": ""}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "imported before OpenBLAS" in out.stdout
