@@ -236,3 +236,44 @@ def test_no_api_key_ever_reaches_the_database_file(tmp_path: Path, memory_keyrin
     s.close()
     blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert key.encode() not in blob
+
+
+def test_corrupt_file_takes_its_wal_companions_aside(tmp_path: Path) -> None:
+    path = tmp_path / "wb.db"
+    path.write_bytes(b"garbage" * 500)
+    Path(f"{path}-wal").write_bytes(b"stale wal")
+    s = Store.open(path)
+    assert s.list_rules() == [] and len(s.notices) == 1
+    asides = sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name)
+    wal = [n for n in asides if n.endswith("-wal")]
+    assert len(wal) == 1 and (tmp_path / wal[0]).read_bytes() == b"stale wal"
+    assert b"stale wal" not in Path(f"{path}-wal").read_bytes()
+    s.close()
+
+
+def test_change_token_covers_settings_and_backends_from_elsewhere(store: Store) -> None:
+    other = Store.open(store.path)
+    t = store.change_token()
+    other.set_setting("default_backend", "openai")
+    t2 = store.change_token()
+    assert t2 != t and store.get_setting("default_backend") == "openai"
+    other.save_backend(BackendRecord("b", "openai", "http://h"))
+    t3 = store.change_token()
+    assert t3 != t2
+    assert not other.delete_backend("nope") and store.change_token() == t3  # a no-op write is not a change
+    other.delete_backend("b")
+    assert store.change_token() != t3
+    other.close()
+    own = store.change_token()
+    store.add_rule(Rule("mine", "local"))
+    assert store.change_token() != own
+
+
+def test_two_stores_interleave_writes_without_locking_errors(tmp_path: Path) -> None:
+    a, b = Store.open(tmp_path / "wb.db"), Store.open(tmp_path / "wb.db")
+    for i in range(20):
+        (a if i % 2 else b).add_rule(Rule(f"r{i}", "local"))
+        (b if i % 2 else a).log_request(RequestRecord("cli", "canonical", f"m{i}"))
+    assert len(a.list_rules()) == 20 and len(b.recent_requests(limit=100)) == 20
+    a.close()
+    b.close()
