@@ -122,3 +122,17 @@ def test_metadata_reader_gives_hyperparameters_and_template_without_vocabulary(t
     bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 16)
     with pytest.raises(CorruptModelError, match="bad.gguf"):
         load_gguf_metadata(bad)
+
+
+def test_quantized_mlx_folder_is_labelled_with_bits_and_group(tiny_mlx_model: Path, tmp_path: Path) -> None:
+    from mlx_lm import convert
+
+    root = tmp_path / "models"
+    root.mkdir()
+    convert(str(tiny_mlx_model), mlx_path=str(root / "tiny-4bit"), quantize=True, q_bits=4, q_group_size=64)
+    [plain] = discover(_config(tmp_path / "p", tiny_mlx_model.parent))
+    [quant] = discover(_config(tmp_path, root))
+    assert (quant.id, quant.format, quant.quantization) == ("tiny-4bit", "mlx", "4-bit g64")
+    # Estimated from packed sizes, so approximate; within 25% of the float model's count.
+    assert abs(quant.parameters - plain.parameters) < 0.25 * plain.parameters
+    assert quant.size_bytes < plain.size_bytes
