@@ -114,6 +114,7 @@ class RouteStream:
                                                   str(exc)))
                         exc.backend = exc.backend or step.backend
                         error = str(exc)
+                        await stream.aclose()
                         raise
                     self.trace.append(Attempt(step.backend, step.model, "unavailable", time.perf_counter() - t0,
                                               exc.message))
@@ -125,6 +126,7 @@ class RouteStream:
                                               exc.message))
                     exc.backend = exc.backend or step.backend
                     error = str(exc)
+                    await stream.aclose()
                     raise
                 except BaseException:
                     await stream.aclose()
