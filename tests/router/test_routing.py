@@ -190,3 +190,66 @@ async def test_no_key_anywhere_in_db_or_log(wb: Workbench, fake_upstream, caplog
     for key in ("sk-test-openai-0123456789abcdefghij", "fake-anthropic-key-0123456789abcdefghij"):
         assert key.encode() not in blob
         assert key not in str(exc.value) and key not in caplog.text
+
+
+# Scripted backends: each path of the router exercised deterministically, no engine or network.
+
+from engine.types import Chunk, ModelNotFoundError  # noqa: E402
+from router.events import EventBus  # noqa: E402
+from router.router import Router  # noqa: E402
+from router.store import Store  # noqa: E402
+
+
+class Scripted:
+    def __init__(self, name: str, kind: str, script: list) -> None:
+        self.name, self.kind, self.script = name, kind, script
+        self.breaker_state = "closed"
+        self.calls = 0
+        self.closed_streams = 0
+
+    async def stream(self, req: ChatRequest):
+        self.calls += 1
+        try:
+            for item in self.script:
+                if isinstance(item, BaseException):
+                    raise item
+                if item == "hang":
+                    await asyncio.sleep(3600)
+                yield Chunk(text=item)
+            yield Chunk(finish_reason="stop")
+        finally:
+            self.closed_streams += 1
+
+
+@pytest.fixture
+def scripted_router(tmp_path: Path):
+    store = Store.open(tmp_path / "r.db")
+    backends: dict = {}
+    router = Router(store, lambda: backends, EventBus())
+    yield router, store, backends
+    store.close()
+
+
+async def test_local_not_found_fails_over_only_on_a_longer_chain(scripted_router) -> None:
+    router, store, backends = scripted_router
+    backends["local"] = Scripted("local", "local", [ModelNotFoundError("no such local model")])
+    backends["openai"] = Scripted("openai", "openai", ["hi"])
+    store.add_rule(Rule("m", "local", fallbacks=[Step("openai")]))
+    chunks = [c async for c in router.route(ask("m"))]
+    assert "".join(c.text or "" for c in chunks) == "hi"
+    assert chunks[0].backend == "openai"
+    assert backends["local"].closed_streams == 1
+    with pytest.raises(ModelNotFoundError):
+        await collect(router.route(ask("other")))  # default route: one step, a plain 404
+
+
+async def test_consumer_closing_early_closes_the_backend_stream(scripted_router) -> None:
+    router, store, backends = scripted_router
+    local = backends["local"] = Scripted("local", "local", ["a", "hang"])
+    stream = router.route(ask("m"))
+    first = await stream.__anext__()
+    assert first.text == "a"
+    await stream.aclose()
+    assert local.closed_streams == 1
+    row = store.recent_requests(limit=1)[0]
+    assert row.status == "cancelled"
