@@ -93,3 +93,20 @@ def test_order_is_the_match_order() -> None:
 def test_rename_target_model() -> None:
     r = rule("fast", 1, backend="local", model="demo")
     assert [(s.backend, s.model) for s in r.chain("fast")] == [("local", "demo")]
+
+
+def test_explain_reasons_for_exact_and_lower_id() -> None:
+    rules = [rule("gpt-*", 7), rule("gpt-4o", 9, priority=-3), rule("gpt-*", 2)]
+    ex = explain(rules, "gpt-4o", "local", {"local": "closed"})
+    assert ex.rule.id == 9
+    assert {r.id: why for r, why in ex.beaten} == {2: "exact match beats pattern", 7: "exact match beats pattern"}
+    ex = explain(rules[::2], "gpt-4o", "local", {"local": "closed"})
+    assert ex.rule.id == 2
+    assert [(r.id, why) for r, why in ex.beaten] == [(7, "lower id: 2 < 7")]
+
+
+def test_unknown_fallback_backend_is_refused() -> None:
+    with pytest.raises(RuleError, match="unknown backend 'ghost'"):
+        validate_rule(Rule("x", "local", fallbacks=[Step("ghost")]), known_backends={"local", "openai"})
+    with pytest.raises(RuleError, match="invalid regular expression: .*"):
+        validate_rule(Rule("re:(unclosed", "local"))
