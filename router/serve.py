@@ -190,77 +190,73 @@ def create_app(workbench: Any, *, api_key: str | None = None, max_body_bytes: in
         async for chunk in stream:
             yield chunk
 
-    @app.post("/v1/chat/completions", openapi_extra=_body_doc(_OPENAI_SCHEMA))
-    async def chat_completions(request: Request) -> Any:
+    def openai_sse(req: ChatRequest, rid: str) -> tuple[Any, Any, Any]:
+        enc = oai.OpenAIStreamEncoder(req.model, f"chatcmpl-{rid}", include_usage=bool(req.metadata.get("include_usage")))
+        return (lambda chunk: [(None, o) for o in enc.encode(chunk)],
+                lambda: [(None, o) for o in enc.finish()] + [(None, "[DONE]")],
+                # The SDKs raise on a data line holding an error object; no [DONE] follows it.
+                lambda err: [(None, oai.error_body_openai(err))])
+
+    def anthropic_sse(req: ChatRequest, rid: str) -> tuple[Any, Any, Any]:
+        enc = anth.AnthropicStreamEncoder(req.model, f"msg_{rid}")
+        return enc.encode, enc.finish, lambda err: [enc.error_event(err)]
+
+    # protocol -> (parse the body, render a whole answer, stream encoders)
+    wires = {
+        "openai": (oai.request_from_openai,
+                   lambda result, req, rid: oai.response_to_openai(result, model=req.model, id=f"chatcmpl-{rid}"),
+                   openai_sse),
+        "anthropic": (anth.request_from_anthropic,
+                      lambda result, req, rid: anth.response_to_anthropic(result, model=req.model, id=f"msg_{rid}"),
+                      anthropic_sse),
+    }
+
+    def sse(obj: Any, event: str | None) -> Any:
+        data = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
+        return ServerSentEvent(data, event=event)
+
+    async def answer(request: Request, protocol: str) -> Any:
+        parse, respond, encoders = wires[protocol]
         try:
             authorize(request)
-            req = oai.request_from_openai(await read_json(request))
-            stream, first = await open_stream(req, "openai")
+            req = parse(await read_json(request))
+            stream, first = await open_stream(req, protocol)
         except EngineError as exc:
-            return _error_response(exc, "openai")
-        cid = f"chatcmpl-{stream.request_id}"
-        model = req.model
+            return _error_response(exc, protocol)
         if not req.stream:
             try:
                 result = await collect(rest(stream, first))
             except EngineError as exc:
-                return _error_response(exc, "openai")
+                return _error_response(exc, protocol)
             finally:
                 await stream.aclose()
-            return JSONResponse(oai.response_to_openai(result, model=model, id=cid))
-        encoder = oai.OpenAIStreamEncoder(model, cid, include_usage=bool(req.metadata.get("include_usage")))
+            return JSONResponse(respond(result, req, stream.request_id))
+        encode, finish, fail = encoders(req, stream.request_id)
 
         async def events() -> AsyncIterator[Any]:
             try:
                 async for chunk in rest(stream, first):
                     if chunk.error is not None:
-                        yield ServerSentEvent(json.dumps(oai.error_body_openai(chunk.error)))
+                        for name, obj in fail(chunk.error):
+                            yield sse(obj, name)
                         return
-                    for obj in encoder.encode(chunk):
-                        yield ServerSentEvent(json.dumps(obj, separators=(",", ":")))
-                for obj in encoder.finish():
-                    yield ServerSentEvent(json.dumps(obj, separators=(",", ":")))
-                yield ServerSentEvent("[DONE]")
+                    for name, obj in encode(chunk):
+                        yield sse(obj, name)
+                for name, obj in finish():
+                    yield sse(obj, name)
             finally:
                 # Also reached when the client disconnects: sse-starlette cancels this generator.
                 await stream.aclose()
 
         return EventSourceResponse(events(), sep="\n", ping=15)
 
+    @app.post("/v1/chat/completions", openapi_extra=_body_doc(_OPENAI_SCHEMA))
+    async def chat_completions(request: Request) -> Any:
+        return await answer(request, "openai")
+
     @app.post("/v1/messages", openapi_extra=_body_doc(_ANTHROPIC_SCHEMA))
     async def messages(request: Request) -> Any:
-        try:
-            authorize(request)
-            req = anth.request_from_anthropic(await read_json(request))
-            stream, first = await open_stream(req, "anthropic")
-        except EngineError as exc:
-            return _error_response(exc, "anthropic")
-        mid = f"msg_{stream.request_id}"
-        if not req.stream:
-            try:
-                result = await collect(rest(stream, first))
-            except EngineError as exc:
-                return _error_response(exc, "anthropic")
-            finally:
-                await stream.aclose()
-            return JSONResponse(anth.response_to_anthropic(result, model=req.model, id=mid))
-        encoder = anth.AnthropicStreamEncoder(req.model, mid)
-
-        async def events() -> AsyncIterator[Any]:
-            try:
-                async for chunk in rest(stream, first):
-                    if chunk.error is not None:
-                        name, obj = encoder.error_event(chunk.error)
-                        yield ServerSentEvent(json.dumps(obj), event=name)
-                        return
-                    for name, obj in encoder.encode(chunk):
-                        yield ServerSentEvent(json.dumps(obj, separators=(",", ":")), event=name)
-                for name, obj in encoder.finish():
-                    yield ServerSentEvent(json.dumps(obj, separators=(",", ":")), event=name)
-            finally:
-                await stream.aclose()
-
-        return EventSourceResponse(events(), sep="\n", ping=15)
+        return await answer(request, "anthropic")
 
     @app.post("/v1/messages/count_tokens", openapi_extra=_body_doc(_ANTHROPIC_SCHEMA))
     async def count_tokens(request: Request) -> Any:
