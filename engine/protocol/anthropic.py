@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.protocol.common import bad, parse_stream_flag, parse_tool
 from engine.types import (
     ChatRequest,
     ChatResult,
@@ -36,8 +37,6 @@ def stop_reason_out(reason: str | None) -> str | None:
     return _STOP_OUT.get(reason or "", "end_turn") if reason else None
 
 
-def _bad(field: str, why: str) -> RejectedError:
-    return RejectedError(f"{field}: {why}", status=400)
 
 
 # ---------------------------------------------------------------- canonical -> Anthropic
@@ -66,7 +65,7 @@ def request_to_anthropic(req: ChatRequest, default_max_tokens: int = 4096) -> di
                 try:
                     args = json.loads(c.arguments or "{}")
                 except ValueError as exc:
-                    raise _bad(f"messages[{i}].tool_calls", f"arguments of {c.name!r} are not valid JSON") from exc
+                    raise bad(f"messages[{i}].tool_calls", f"arguments of {c.name!r} are not valid JSON") from exc
                 blocks.append({"type": "tool_use", "id": c.id, "name": c.name, "input": args})
         if not blocks:
             blocks.append({"type": "text", "text": ""})
@@ -114,15 +113,15 @@ def _tool_choice_from(choice: Any) -> Any:
     if choice is None:
         return None
     if not isinstance(choice, dict) or "type" not in choice:
-        raise _bad("tool_choice", "must be an object with a type")
+        raise bad("tool_choice", "must be an object with a type")
     kind = choice["type"]
     if kind == "tool":
         if not isinstance(choice.get("name"), str):
-            raise _bad("tool_choice.name", "is required for type 'tool'")
+            raise bad("tool_choice.name", "is required for type 'tool'")
         return {"name": choice["name"]}
     mapping = {"auto": "auto", "any": "required", "none": "none"}
     if kind not in mapping:
-        raise _bad("tool_choice.type", f"unknown type {kind!r}")
+        raise bad("tool_choice.type", f"unknown type {kind!r}")
     return mapping[kind]
 
 
@@ -135,9 +134,9 @@ def _blocks(content: Any, field: str) -> list[dict[str, Any]]:
     if isinstance(content, list):
         for j, b in enumerate(content):
             if not isinstance(b, dict) or not isinstance(b.get("type"), str):
-                raise _bad(f"{field}[{j}]", "must be a content block with a type")
+                raise bad(f"{field}[{j}]", "must be a content block with a type")
         return content
-    raise _bad(field, "must be a string or a list of content blocks")
+    raise bad(field, "must be a string or a list of content blocks")
 
 
 def _tool_result_text(content: Any, field: str) -> str:
@@ -154,15 +153,15 @@ def request_from_anthropic(body: Any) -> ChatRequest:
         raise RejectedError("the request body must be a JSON object", status=400)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _bad("model", "is required and must be a non-empty string")
+        raise bad("model", "is required and must be a non-empty string")
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
-        raise _bad("max_tokens", "is required")
+        raise bad("max_tokens", "is required")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-        raise _bad("max_tokens", "must be an integer")
+        raise bad("max_tokens", "must be an integer")
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
-        raise _bad("messages", "is required and must be a non-empty list")
+        raise bad("messages", "is required and must be a non-empty list")
     messages: list[Message] = []
     system = body.get("system")
     if system is not None:
@@ -173,10 +172,10 @@ def request_from_anthropic(body: Any) -> ChatRequest:
     for i, m in enumerate(raw):
         field = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise _bad(field, "must be an object")
+            raise bad(field, "must be an object")
         role = m.get("role")
         if role not in ("user", "assistant"):
-            raise _bad(f"{field}.role", f"must be 'user' or 'assistant' (got {role!r})")
+            raise bad(f"{field}.role", f"must be 'user' or 'assistant' (got {role!r})")
         texts: list[str] = []
         calls: list[ToolCall] = []
         for j, b in enumerate(_blocks(m.get("content"), f"{field}.content")):
@@ -184,13 +183,13 @@ def request_from_anthropic(body: Any) -> ChatRequest:
             where = f"{field}.content[{j}]"
             if kind == "text":
                 if not isinstance(b.get("text"), str):
-                    raise _bad(f"{where}.text", "must be a string")
+                    raise bad(f"{where}.text", "must be a string")
                 texts.append(b["text"])
             elif kind == "tool_use" and role == "assistant":
                 if not isinstance(b.get("name"), str):
-                    raise _bad(f"{where}.name", "is required")
+                    raise bad(f"{where}.name", "is required")
                 if b.get("input") is not None and not isinstance(b["input"], dict):
-                    raise _bad(f"{where}.input", "must be an object")
+                    raise bad(f"{where}.input", "must be an object")
                 calls.append(ToolCall(id=str(b.get("id") or f"toolu_{i}_{j}"), name=b["name"],
                                       arguments=json.dumps(b.get("input") or {})))
             elif kind == "tool_result" and role == "user":
@@ -202,32 +201,26 @@ def request_from_anthropic(body: Any) -> ChatRequest:
             elif kind in ("thinking", "redacted_thinking"):
                 continue
             else:
-                raise _bad(f"{where}.type", f"{kind!r} blocks are not supported here")
+                raise bad(f"{where}.type", f"{kind!r} blocks are not supported here")
         if texts or calls or not messages or messages[-1].role != "tool":
             messages.append(Message(role=role, content="".join(texts), tool_calls=tuple(calls)))
     stops = body.get("stop_sequences") or []
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        raise _bad("stop_sequences", "must be a list of strings")
+        raise bad("stop_sequences", "must be a list of strings")
     tools: list[ToolSpec] = []
     raw_tools = body.get("tools")
     if raw_tools is not None and not isinstance(raw_tools, list):
-        raise _bad("tools", "must be a list")
+        raise bad("tools", "must be a list")
     for j, t in enumerate(raw_tools or []):
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-            raise _bad(f"tools[{j}].name", "is required")
-        if t.get("description") is not None and not isinstance(t["description"], str):
-            raise _bad(f"tools[{j}].description", "must be a string")
-        if t.get("input_schema") is not None and not isinstance(t["input_schema"], dict):
-            raise _bad(f"tools[{j}].input_schema", "must be a JSON schema object")
-        tools.append(ToolSpec(name=t["name"], description=t.get("description"),
-                              parameters=t.get("input_schema") or {"type": "object", "properties": {}}))
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _bad("stream", "must be a boolean")
+        if not isinstance(t, dict):
+            raise bad(f"tools[{j}].name", "is required")
+        tools.append(parse_tool(t.get("name"), t.get("description"), t.get("input_schema"), f"tools[{j}]",
+                                "input_schema"))
+    stream = parse_stream_flag(body)
     for key in ("temperature", "top_p"):
         v = body.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise _bad(key, "must be a number")
+            raise bad(key, "must be a number")
     req = ChatRequest(
         model=model,
         messages=messages,

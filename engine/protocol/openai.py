@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from engine.protocol.common import bad, parse_stream_flag, parse_tool
 from engine.types import (
     ChatRequest,
     ChatResult,
@@ -27,8 +28,6 @@ _FINISH_IN = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "f
 # ---------------------------------------------------------------- helpers
 
 
-def _bad(field: str, why: str) -> RejectedError:
-    return RejectedError(f"{field}: {why}", status=400)
 
 
 def _list(obj: dict[str, Any], key: str, field: str) -> list[Any]:
@@ -36,7 +35,7 @@ def _list(obj: dict[str, Any], key: str, field: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _bad(field, "must be a list")
+        raise bad(field, "must be a list")
     return value
 
 
@@ -50,15 +49,15 @@ def _text_of(content: Any, field: str) -> str:
         out: list[str] = []
         for j, part in enumerate(content):
             if not isinstance(part, dict) or "type" not in part:
-                raise _bad(f"{field}[{j}]", "must be an object with a type")
+                raise bad(f"{field}[{j}]", "must be an object with a type")
             if part["type"] != "text":
                 kind = "image" if str(part["type"]).startswith(("image", "input_image")) else repr(part["type"])
-                raise _bad(f"{field}[{j}].type", f"{kind} content is not supported (text only)")
+                raise bad(f"{field}[{j}].type", f"{kind} content is not supported (text only)")
             if not isinstance(part.get("text"), str):
-                raise _bad(f"{field}[{j}].text", "must be a string")
+                raise bad(f"{field}[{j}].text", "must be a string")
             out.append(part["text"])
         return "".join(out)
-    raise _bad(field, "must be a string or a list of content parts")
+    raise bad(field, "must be a string or a list of content parts")
 
 
 def _usage_from(obj: Any) -> Usage | None:
@@ -91,7 +90,7 @@ def _tool_choice_from(choice: Any) -> Any:
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict) \
             and isinstance(choice["function"].get("name"), str):
         return {"name": choice["function"]["name"]}
-    raise _bad("tool_choice", "must be 'auto', 'none', 'required' or {type: function, function: {name}}")
+    raise bad("tool_choice", "must be 'auto', 'none', 'required' or {type: function, function: {name}}")
 
 
 # ---------------------------------------------------------------- requests
@@ -140,7 +139,7 @@ def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise _bad(key, f"must be {'an integer' if kind is int else 'a number'}")
+        raise bad(key, f"must be {'an integer' if kind is int else 'a number'}")
     return value
 
 
@@ -150,32 +149,32 @@ def request_from_openai(body: Any) -> ChatRequest:
         raise RejectedError("the request body must be a JSON object", status=400)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _bad("model", "is required and must be a non-empty string")
+        raise bad("model", "is required and must be a non-empty string")
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
-        raise _bad("messages", "is required and must be a non-empty list")
+        raise bad("messages", "is required and must be a non-empty list")
     messages: list[Message] = []
     for i, m in enumerate(raw_messages):
         field = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise _bad(field, "must be an object")
+            raise bad(field, "must be an object")
         role = m.get("role")
         if role == "developer":
             role = "system"
         if role not in ("system", "user", "assistant", "tool"):
-            raise _bad(f"{field}.role", f"must be one of system, user, assistant, tool (got {role!r})")
+            raise bad(f"{field}.role", f"must be one of system, user, assistant, tool (got {role!r})")
         calls: list[ToolCall] = []
         for j, c in enumerate(_list(m, "tool_calls", f"{field}.tool_calls")):
             fn = c.get("function") if isinstance(c, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise _bad(f"{field}.tool_calls[{j}].function.name", "is required")
+                raise bad(f"{field}.tool_calls[{j}].function.name", "is required")
             args = fn.get("arguments", "{}")
             if not isinstance(args, str):
                 args = json.dumps(args)
             calls.append(ToolCall(id=str(c.get("id") or f"call_{i}_{j}"), name=fn["name"], arguments=args))
         tool_call_id = m.get("tool_call_id")
         if role == "tool" and not isinstance(tool_call_id, str):
-            raise _bad(f"{field}.tool_call_id", "is required for tool messages")
+            raise bad(f"{field}.tool_call_id", "is required for tool messages")
         messages.append(
             Message(
                 role=role,
@@ -187,7 +186,7 @@ def request_from_openai(body: Any) -> ChatRequest:
         )
     n = body.get("n")
     if n not in (None, 1):
-        raise _bad("n", "only n=1 is supported")
+        raise bad("n", "only n=1 is supported")
     max_tokens = _number(body, "max_completion_tokens", int)
     if max_tokens is None:
         max_tokens = _number(body, "max_tokens", int)
@@ -199,26 +198,20 @@ def request_from_openai(body: Any) -> ChatRequest:
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         stops = list(stop)
     else:
-        raise _bad("stop", "must be a string or a list of strings")
+        raise bad("stop", "must be a string or a list of strings")
     tools: list[ToolSpec] = []
     for j, t in enumerate(_list(body, "tools", "tools")):
         fn = t.get("function") if isinstance(t, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise _bad(f"tools[{j}].function.name", "is required")
-        if fn.get("description") is not None and not isinstance(fn["description"], str):
-            raise _bad(f"tools[{j}].function.description", "must be a string")
-        if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
-            raise _bad(f"tools[{j}].function.parameters", "must be a JSON schema object")
-        tools.append(ToolSpec(name=fn["name"], description=fn.get("description"),
-                              parameters=fn.get("parameters") or {"type": "object", "properties": {}}))
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _bad("stream", "must be a boolean")
+        if not isinstance(fn, dict):
+            raise bad(f"tools[{j}].function.name", "is required")
+        tools.append(parse_tool(fn.get("name"), fn.get("description"), fn.get("parameters"),
+                                f"tools[{j}].function", "parameters"))
+    stream = parse_stream_flag(body)
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
-        raise _bad("stream_options", "must be an object")
+        raise bad("stream_options", "must be an object")
     if not isinstance(options.get("include_usage", False), bool):
-        raise _bad("stream_options.include_usage", "must be a boolean")
+        raise bad("stream_options.include_usage", "must be a boolean")
     req = ChatRequest(
         model=model,
         messages=messages,
