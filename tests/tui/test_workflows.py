@@ -55,16 +55,32 @@ async def test_chat_streams_an_answer_from_the_tiny_model(tmp_path: Path, tiny_m
         assert app.workbench.store.recent_requests()[0].status == "ok"
 
 
-async def test_escape_stops_a_stream_and_keys_stay_live(tmp_path: Path, tiny_models_dir: Path) -> None:
+async def test_escape_stops_a_stream_and_keys_stay_live(tmp_path: Path, tiny_models_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlx_lm.models import llama
+
+    # The tiny model writes its whole 512-token context in about a second; slowed to ~20 ms a step, the
+    # stream lasts long enough to switch panes and stop it, whatever the machine's speed.
+    forward = llama.Model.__call__
+    steps: list[float] = []
+
+    def slow_forward(self, *args, **kwargs):
+        steps.append(time.perf_counter())
+        time.sleep(0.02)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(llama.Model, "__call__", slow_forward)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         chat = app.query_one(ChatPane)
         await app.workbench.local.load("tiny-llama-mlx")
         app.query_one("#model-select").value = "tiny-llama-mlx"
         app.query_one("#max-tokens").value = "5000"
-        # Greedy on this prompt runs to the tiny model's 512-token context: long enough to stop.
+        # Greedy on this prompt runs to the tiny model's 512-token context.
         app.query_one("#temperature").value = "0"
-        await ask(pilot, "alpha beta gamma")
+        app.query_one("#prompt").value = "alpha beta gamma"
+        # simulate_key, not pilot.press: press waits for the app to go idle, which may be after the answer.
+        app.simulate_key("enter")
         await wait_for(pilot, lambda: chat._stream is not None and app.workbench.local._worker.active_count() == 1)
         # Keys typed during the stream are handled at once (simulate_key: no waiting for idle).
         t0 = time.perf_counter()
@@ -80,6 +96,7 @@ async def test_escape_stops_a_stream_and_keys_stay_live(tmp_path: Path, tiny_mod
         assert app.workbench.store.recent_requests()[0].status == "cancelled"
         await wait_for(pilot, lambda: "stopped" in list(app.query(ChatMessage))[-1]._meta, timeout=5)
         assert switch_s < 1.0, f"switching panes took {switch_s:.2f} s during a stream"
+        assert 1 < len(steps) < 512, "the slowed forward pass was not the one generating"
 
 
 async def test_add_rule_in_the_form_then_explain_and_route(tmp_path: Path, tiny_models_dir: Path) -> None:
