@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.protocol.common import bad, parse_stream_flag, parse_tool
+from engine.protocol.common import bad, parse_model, parse_stream_flag, parse_tool
 from engine.types import (
     ChatRequest,
     ChatResult,
@@ -13,7 +13,6 @@ from engine.types import (
     EngineError,
     FinishReason,
     Message,
-    RejectedError,
     ToolCall,
     ToolCallDelta,
     ToolSpec,
@@ -149,11 +148,7 @@ def _tool_result_text(content: Any, field: str) -> str:
 
 def request_from_anthropic(body: Any) -> ChatRequest:
     """Parse and validate an Anthropic Messages request body (the listener's edge)."""
-    if not isinstance(body, dict):
-        raise RejectedError("the request body must be a JSON object", status=400)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad("model", "is required and must be a non-empty string")
+    model = parse_model(body)
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise bad("max_tokens", "is required")

@@ -12,6 +12,16 @@ def bad(field: str, why: str) -> RejectedError:
     return RejectedError(f"{field}: {why}", status=400)
 
 
+def parse_model(body: Any) -> str:
+    """The body must be a JSON object naming a model; returns the name."""
+    if not isinstance(body, dict):
+        raise RejectedError("the request body must be a JSON object", status=400)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad("model", "is required and must be a non-empty string")
+    return model
+
+
 def parse_tool(name: Any, description: Any, schema: Any, where: str, schema_field: str) -> ToolSpec:
     if not isinstance(name, str):
         raise bad(f"{where}.name", "is required")

@@ -6,14 +6,13 @@ import json
 import time
 from typing import Any
 
-from engine.protocol.common import bad, parse_stream_flag, parse_tool
+from engine.protocol.common import bad, parse_model, parse_stream_flag, parse_tool
 from engine.types import (
     ChatRequest,
     ChatResult,
     Chunk,
     EngineError,
     Message,
-    RejectedError,
     ToolCall,
     ToolCallDelta,
     ToolSpec,
@@ -145,11 +144,7 @@ def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
 
 def request_from_openai(body: Any) -> ChatRequest:
     """Parse and validate an OpenAI chat-completions request body (the listener's edge)."""
-    if not isinstance(body, dict):
-        raise RejectedError("the request body must be a JSON object", status=400)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad("model", "is required and must be a non-empty string")
+    model = parse_model(body)
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise bad("messages", "is required and must be a non-empty list")
