@@ -1,6 +1,6 @@
 """Local engine vs bare mlx_lm on the demo model, in the same run, on the same loaded model.
 
-    .venv/bin/python bench/local.py [--reps 3] [--tokens 128]
+    .venv/bin/python bench/local.py [--reps 6] [--tokens 128]
 
 Prints time to first token and decode tokens/s of LocalEngine.stream against
 mlx_lm.stream_generate, their ratio (target: engine >= 0.97 of bare), and the aggregate
@@ -64,7 +64,7 @@ async def aggregate(engine: LocalEngine, n: int, tokens: int) -> float:
 
 async def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--tokens", type=int, default=128)
     args = ap.parse_args()
     config = EngineConfig(scan_hf_cache=False)
@@ -76,9 +76,15 @@ async def main() -> int:
         await engine.load("demo")
         await through_engine(engine, 8)  # warm-up
         bare_runs, eng_runs = [], []
-        for _ in range(args.reps):
-            bare_runs.append(await asyncio.to_thread(bare, engine, args.tokens))
-            eng_runs.append(await through_engine(engine, args.tokens))
+        for rep in range(args.reps):
+            # Alternate which goes first, so drift in the machine's speed does not favour one side.
+            if rep % 2:
+                eng_runs.append(await through_engine(engine, args.tokens))
+                bare_runs.append(await asyncio.to_thread(bare, engine, args.tokens))
+            else:
+                bare_runs.append(await asyncio.to_thread(bare, engine, args.tokens))
+                eng_runs.append(await through_engine(engine, args.tokens))
+        paired = sorted(e[1] / b[1] for b, e in zip(bare_runs, eng_runs))
         b_ttft = statistics.median(r[0] for r in bare_runs)
         b_tps = statistics.median(r[1] for r in bare_runs)
         e_ttft = statistics.median(r[0] for r in eng_runs)
@@ -89,6 +95,8 @@ async def main() -> int:
         print(f"{'LocalEngine':24}{e_ttft:>10.3f}{e_tps:>14.2f}")
         print(f"ratio engine/bare decode tok/s: {e_tps / b_tps:.3f} (target >= 0.97); "
               f"TTFT ratio bare/engine: {b_ttft / e_ttft:.3f}")
+        print(f"paired ratios over {args.reps} reps: min {paired[0]:.3f}, median {statistics.median(paired):.3f}, "
+              f"max {paired[-1]:.3f}")
         base = None
         for n in (1, 4, 8):
             tps = await aggregate(engine, n, args.tokens // 2)
