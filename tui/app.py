@@ -7,7 +7,7 @@ import time
 from functools import partial
 from typing import Any, Callable
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -116,6 +116,10 @@ class WorkbenchApp(App[int]):
         self.pump_events()
         self.set_interval(1.0, self.tick)
         self.query_one("#prompt").focus()
+
+    def on_resize(self, event: events.Resize) -> None:
+        # At 80 columns the spaced-out footer cuts its last bindings in half.
+        self.query_one(Footer).compact = event.size.width < 100
 
     def tick(self) -> None:
         """Countdowns to half-open move even when no event arrives."""

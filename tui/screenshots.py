@@ -14,7 +14,7 @@ from pathlib import Path
 from engine.config import EngineConfig
 from router.config import AppConfig
 from router.rules import Rule, Step
-from router.store import BackendRecord, RequestRecord
+from router.store import BackendRecord, Conversation, RequestRecord
 
 FIXED_NOW = 1795000000.0  # a fixed clock: 2026-11-18 10:13:20 UTC
 PANES = ("chat", "models", "rules", "health", "requests")
@@ -49,6 +49,24 @@ def seed_store(store: "object") -> None:
     ]
     for r in rows:
         store.log_request(r)
+    store.save_conversation(sample_conversation())
+
+
+def sample_conversation() -> Conversation:
+    """A saved chat whose answer came from the cloud after the first backend failed."""
+    from engine.types import Usage
+    from tui.panes.chat import describe_answer
+
+    answer = ("Use slicing for a reversed copy, or reverse in place:\n\n"
+              "```python\nitems = [1, 2, 3]\nprint(items[::-1])  # [3, 2, 1]\nitems.reverse()\n```\n\n"
+              "- `reversed(items)` gives an iterator without copying.\n"
+              "- `items.reverse()` returns `None`: it changes the list itself.")
+    meta = describe_answer("anthropic", "claude-sonnet-4", Usage(25, 212, 0.84, 58.2),
+                           "openai unavailable: HTTP 503 after 3 attempts")
+    return Conversation(title="How do I reverse a list in Python?", model="gpt-4o", messages=[
+        {"role": "user", "content": "How do I reverse a list in Python?"},
+        {"role": "assistant", "content": answer, "meta": meta},
+    ], created_at=FIXED_NOW - 60)
 
 
 def fixed_app(base: Path, models_dir: Path | None):
@@ -69,9 +87,14 @@ def quiet(app: "object") -> None:
         widget.cursor_blink = False
 
 
-def prepare(app: "object", pane: str) -> None:
-    """Show a pane as a person would look at it (the rules pane with a name in its explain box)."""
+async def prepare(app: "object", pane: str) -> None:
+    """Show a pane as a person would look at it (a saved chat open, a name in the rules' explain box)."""
     app.action_show_pane(pane)  # type: ignore[attr-defined]
+    if pane == "chat":
+        from tui.panes.chat import ChatPane
+
+        [conv] = app.workbench.store.list_conversations()  # type: ignore[attr-defined]
+        await app.query_one(ChatPane).open_conversation(conv.id)  # type: ignore[attr-defined]
     if pane == "rules":
         app.query_one("#try-model").value = "gpt-4o"  # type: ignore[attr-defined]
     if pane == "requests":
@@ -89,7 +112,7 @@ async def save_all(out: Path, models_dir: Path | None) -> list[Path]:
                 app = fixed_app(Path(tmp), models_dir)
                 async with app.run_test(size=size) as pilot:
                     quiet(app)
-                    prepare(app, pane)
+                    await prepare(app, pane)
                     await pilot.pause()
                     await pilot.pause()
                     name = f"{pane}-{size[0]}x{size[1]}.svg"

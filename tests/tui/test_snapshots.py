@@ -12,7 +12,7 @@ from tui.screenshots import PANES, fixed_app, prepare, quiet
 def _run_before(pane: str):
     async def run_before(pilot) -> None:
         quiet(pilot.app)
-        prepare(pilot.app, pane)
+        await prepare(pilot.app, pane)
         await pilot.pause()
         await pilot.pause()
 

@@ -55,6 +55,38 @@ async def test_chat_streams_an_answer_from_the_tiny_model(tmp_path: Path, tiny_m
         assert app.workbench.store.recent_requests()[0].status == "ok"
 
 
+async def test_a_saved_chat_reopens_with_its_answers_and_who_gave_them(tmp_path: Path, tiny_models_dir: Path) -> None:
+    from tui.screens import ConversationPicker
+
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        chat = app.query_one(ChatPane)
+        app.query_one("#model-select").value = "tiny-llama-mlx"
+        app.query_one("#max-tokens").value = "8"
+        app.query_one("#system").value = "Be brief."
+        await ask(pilot, "Hello world")
+        await wait_for(pilot, lambda: len(chat.messages) == 2)
+        answer, meta = chat.messages[1].content, list(app.query(ChatMessage))[-1]._meta
+        assert "local/tiny-llama-mlx" in meta
+        await pilot.press("ctrl+n")
+        assert not app.query(ChatMessage) and app.query_one("#system").value == "Be brief."
+        app.query_one("#system").value = ""
+        await pilot.press("ctrl+o")
+        assert isinstance(app.screen, ConversationPicker)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(app.query(ChatMessage)) == 2, timeout=5)
+        shown = list(app.query(ChatMessage))
+        assert [(m.role, m.text) for m in shown] == [("user", "Hello world"), ("assistant", answer)]
+        assert shown[1]._meta == meta, "the reopened answer lost the line saying who answered it"
+        assert app.query_one("#system").value == "Be brief."
+        # The next question continues the same saved conversation, not a new one.
+        await ask(pilot, "And again")
+        await wait_for(pilot, lambda: len(chat.messages) == 4)
+        [conv] = app.workbench.store.list_conversations()
+        assert [m["role"] for m in conv.messages] == ["user", "assistant", "user", "assistant"]
+        assert conv.messages[1]["meta"] == meta and "local/tiny-llama-mlx" in conv.messages[3]["meta"]
+
+
 async def test_escape_stops_a_stream_and_keys_stay_live(tmp_path: Path, tiny_models_dir: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from mlx_lm.models import llama

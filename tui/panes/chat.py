@@ -70,6 +70,9 @@ class ChatPane(Vertical):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.messages: list[Message] = []
+        # The line under each answer (who answered, failover, speed), by index in `messages`: saved with
+        # the conversation, so a reopened chat still says which backend answered what.
+        self.metas: dict[int, str] = {}
         self.conversation: Conversation | None = None
         self._stream: Any = None
 
@@ -198,6 +201,7 @@ class ChatPane(Vertical):
         answer.set_meta(meta)
         if full:
             self.messages.append(Message("assistant", full))
+            self.metas[len(self.messages) - 1] = meta
             self.save()
 
     async def stop_generation(self) -> bool:
@@ -222,7 +226,8 @@ class ChatPane(Vertical):
             return
         title = self.messages[0].content[:60]
         conv = self.conversation or Conversation(title=title, model=self.model or "")
-        conv.messages = [{"role": m.role, "content": m.content} for m in self.messages]
+        conv.messages = [{"role": m.role, "content": m.content} | ({"meta": self.metas[i]} if i in self.metas else {})
+                         for i, m in enumerate(self.messages)]
         conv.system_prompt = self.query_one("#system", Input).value
         conv.model = self.model or conv.model
         self.conversation = self.wb.store.save_conversation(conv)
@@ -230,6 +235,7 @@ class ChatPane(Vertical):
     async def action_new_chat(self) -> None:
         await self.stop_generation()
         self.messages = []
+        self.metas = {}
         self.conversation = None
         await self.query_one("#conversation", VerticalScroll).remove_children()
         self.status("new chat")
@@ -240,9 +246,9 @@ class ChatPane(Vertical):
 
         convs = self.wb.store.list_conversations()
         self.app.push_screen(ConversationPicker(convs, lambda c: f"{c.title}  ({c.model}, {len(c.messages)} msgs)"),
-                             self._open)
+                             self.open_conversation)
 
-    async def _open(self, conv_id: int | None) -> None:
+    async def open_conversation(self, conv_id: int | None) -> None:
         if conv_id is None:
             return
         conv = self.wb.store.get_conversation(conv_id)
@@ -251,11 +257,12 @@ class ChatPane(Vertical):
         await self.action_new_chat()
         self.conversation = conv
         self.messages = [Message(m["role"], m["content"]) for m in conv.messages]
+        self.metas = {i: m["meta"] for i, m in enumerate(conv.messages) if m.get("meta")}
         self.query_one("#system", Input).value = conv.system_prompt
         if conv.model in self.model_names():
             self.query_one("#model-select", Select).value = conv.model
         box = self.query_one("#conversation", VerticalScroll)
-        await box.mount_all([ChatMessage(m.role, m.content) for m in self.messages])
+        await box.mount_all([ChatMessage(m.role, m.content, self.metas.get(i, "")) for i, m in enumerate(self.messages)])
         self.status(f"reopened: {conv.title}")
 
     def action_copy_last(self) -> None:
