@@ -7,7 +7,7 @@ import time
 from functools import partial
 from typing import Any, Callable
 
-from textual import events, work
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -106,7 +106,8 @@ class WorkbenchApp(App[int]):
                 yield HealthPane(id="health-pane")
             with TabPane("F5 Requests", id="requests"):
                 yield RequestsPane(id="requests-pane")
-        yield Footer()
+        # Compact: spaced out, the rules pane's bindings overflow even 120 columns and get cut in half.
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.mounted_at = time.perf_counter()
@@ -115,11 +116,9 @@ class WorkbenchApp(App[int]):
         self.refresh_status()
         self.pump_events()
         self.set_interval(1.0, self.tick)
-        self.query_one("#prompt").focus()
-
-    def on_resize(self, event: events.Resize) -> None:
-        # At 80 columns the spaced-out footer cuts its last bindings in half.
-        self.query_one(Footer).compact = event.size.width < 100
+        # At once, not `focus()` (deferred): a deferred focus could land after a pane switch made
+        # right after start, and pull the tabs back to the chat.
+        self.screen.set_focus(self.query_one("#prompt"))
 
     def tick(self) -> None:
         """Countdowns to half-open move even when no event arrives."""
@@ -165,7 +164,9 @@ class WorkbenchApp(App[int]):
         self._focus_pane(pane)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self._focus_pane(event.pane.id or "")
+        # A stale message (the first tab's, handled after a quick switch) must not pull focus back.
+        if event.pane.id == self.query_one(TabbedContent).active:
+            self._focus_pane(event.pane.id or "")
 
     def _focus_pane(self, pane: str) -> None:
         # Focus must move into the shown pane: left in a hidden pane, Textual hands it to a hidden

@@ -34,7 +34,7 @@ def seed_store(store: "object") -> None:
                         priority=5, note="cloud first"))
     store.add_rule(Rule("fast", "local", model="tiny-llama-mlx", note="rename"))
     store.add_rule(Rule(r"re:claude-.*", "anthropic", fallbacks=[Step("openai", "gpt-4o")]))
-    store.add_rule(Rule("*", "local", priority=-10, enabled=False, note="catch-all (off)"))
+    store.add_rule(Rule("*", "local", priority=-10, enabled=False, note="catch-all"))
     attempts_ok = [{"backend": "local", "model": "tiny-llama-mlx", "outcome": "ok", "latency_s": 0.41, "error": None}]
     attempts_fo = [{"backend": "openai", "model": "gpt-4o", "outcome": "unavailable", "latency_s": 0.02,
                     "error": "HTTP 503 after 3 attempts"},

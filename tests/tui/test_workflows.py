@@ -262,3 +262,16 @@ async def test_command_palette_offers_state_based_actions(tmp_path: Path, tiny_m
         names = [name for name, _, _ in provider.commands()]
         assert "Load model tiny-llama-mlx" in names and "Start the listener" in names and "Add rule" in names
         await pilot.pause()
+
+
+@pytest.mark.parametrize("pane", ["models", "rules", "health", "requests"])
+async def test_a_pane_chosen_right_at_start_stays_chosen(tmp_path: Path, tiny_models_dir: Path, pane: str) -> None:
+    # The first tab's activation and the start-up focus arrive after mount; they used to pull the
+    # tabs back to the chat when a pane was chosen in the first moments (as the palette or F-keys do).
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.action_show_pane(pane)
+        for _ in range(4):
+            await pilot.pause()
+        assert app.query_one("TabbedContent").active == pane
+        assert app.focused is not None and app.query_one(f"TabPane#{pane}") in app.focused.ancestors

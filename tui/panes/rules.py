@@ -20,9 +20,9 @@ class RulesPane(Vertical):
         Binding("a", "add_rule", "Add rule", id="rules.add"),
         Binding("e", "edit_rule", "Edit", id="rules.edit"),
         Binding("d", "delete_rule", "Delete", id="rules.delete"),
-        Binding("space", "toggle_rule", "Enable/disable", id="rules.toggle"),
-        Binding("plus,=", "priority(1)", "Priority +", id="rules.priority_up"),
-        Binding("minus", "priority(-1)", "Priority -", id="rules.priority_down"),
+        Binding("space", "toggle_rule", "On/off", id="rules.toggle"),
+        Binding("plus,=", "priority(1)", "Raise", id="rules.priority_up", key_display="+"),
+        Binding("minus", "priority(-1)", "Lower", id="rules.priority_down", key_display="-"),
         Binding("b", "add_backend", "Add backend", id="rules.add_backend"),
         Binding("k", "set_key", "Set key", id="rules.set_key"),
     ]
