@@ -275,3 +275,21 @@ async def test_a_pane_chosen_right_at_start_stays_chosen(tmp_path: Path, tiny_mo
             await pilot.pause()
         assert app.query_one("TabbedContent").active == pane
         assert app.focused is not None and app.query_one(f"TabPane#{pane}") in app.focused.ancestors
+
+
+async def test_latency_sparkline_appears_once_there_is_a_trend(tmp_path: Path, tiny_models_dir: Path) -> None:
+    from textual.widgets import Sparkline
+
+    from engine.types import ChatRequest, Message, collect
+
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: app.query("#card-local"))
+        spark = app.query_one("#card-local", BackendCard).query_one(Sparkline)
+        request = ChatRequest(model="tiny-llama-mlx", messages=[Message("user", "hi")], max_tokens=2)
+        await collect(app.workbench.router.route(request))
+        await wait_for(pilot, lambda: "requests 1" in str(app.query_one("#card-local .card-body").render()), timeout=5)
+        assert not spark.display, "one latency sample drew a sparkline"
+        await collect(app.workbench.router.route(request))
+        await wait_for(pilot, lambda: spark.display and len(spark.data) == 2, timeout=5)

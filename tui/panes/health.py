@@ -47,7 +47,8 @@ class BackendCard(Vertical, can_focus=True):
         self.query_one(".card-body", Static).update("\n".join(lines))
         spark = self.query_one(Sparkline)
         spark.data = list(s.recent_latencies_s)
-        spark.display = bool(s.recent_latencies_s)
+        # One sample draws a solid full-width block that says nothing: a trend needs two.
+        spark.display = len(s.recent_latencies_s) >= 2
 
     def action_reset(self) -> None:
         self.app.reset_breaker(self.snap.name)
