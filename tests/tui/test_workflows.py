@@ -293,3 +293,22 @@ async def test_latency_sparkline_appears_once_there_is_a_trend(tmp_path: Path, t
         assert not spark.display, "one latency sample drew a sparkline"
         await collect(app.workbench.router.route(request))
         await wait_for(pilot, lambda: spark.display and len(spark.data) == 2, timeout=5)
+
+
+async def test_a_question_that_got_no_answer_is_still_saved(tmp_path: Path, tiny_models_dir: Path) -> None:
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.workbench.store.add_rule(Rule("ghost", "local"))
+        chat = app.query_one(ChatPane)
+        chat.refresh_models()
+        app.query_one("#model-select").value = "ghost"
+        await ask(pilot, "Is anyone there?")
+        await wait_for(pilot, lambda: chat._stream is None and "error" in list(app.query(ChatMessage))[-1]._meta)
+        assert "ghost" in str(app.query_one("#chat-status").render())
+        [conv] = app.workbench.store.list_conversations()
+        assert conv.messages == [{"role": "user", "content": "Is anyone there?"}]
+        # The chat is not left waiting on the failed answer: the next question goes through.
+        app.query_one("#model-select").value = "tiny-llama-mlx"
+        app.query_one("#max-tokens").value = "4"
+        await ask(pilot, "And now?")
+        await wait_for(pilot, lambda: len(chat.messages) == 3 and chat.messages[-1].role == "assistant", timeout=20)

@@ -167,7 +167,9 @@ class ChatPane(Vertical):
         text: list[str] = []
         final = None
         stream = None
-        md_stream = Markdown.get_stream(answer.body)
+        # Made at the first text: Textual's MarkdownStream.stop() raises CancelledError when its task
+        # never ran, which is what happens when the route fails before yielding anything.
+        md_stream = None
         try:
             stream = self.wb.router.route(request, front_end="tui")
             self._stream = stream
@@ -177,6 +179,7 @@ class ChatPane(Vertical):
                 if chunk.text:
                     piece = printable(chunk.text)
                     text.append(piece)
+                    md_stream = md_stream or Markdown.get_stream(answer.body)
                     await md_stream.write(piece)
                 if chunk.finish_reason:
                     final = chunk
@@ -191,7 +194,8 @@ class ChatPane(Vertical):
             meta = "stopped"
             self.status("stopped")
         finally:
-            await md_stream.stop()
+            if md_stream is not None:
+                await md_stream.stop()
             if stream is not None:
                 await stream.aclose()
             self._stream = None
@@ -202,7 +206,8 @@ class ChatPane(Vertical):
         if full:
             self.messages.append(Message("assistant", full))
             self.metas[len(self.messages) - 1] = meta
-            self.save()
+        # Saved even when no answer came: the question is the user's work and must not be lost.
+        self.save()
 
     async def stop_generation(self) -> bool:
         if self._stream is None:
