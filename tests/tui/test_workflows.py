@@ -312,3 +312,25 @@ async def test_a_question_that_got_no_answer_is_still_saved(tmp_path: Path, tiny
         app.query_one("#max-tokens").value = "4"
         await ask(pilot, "And now?")
         await wait_for(pilot, lambda: len(chat.messages) == 3 and chat.messages[-1].role == "assistant", timeout=20)
+
+
+async def test_the_rule_form_scrolls_to_its_buttons_at_80x24(tmp_path: Path, tiny_models_dir: Path) -> None:
+    from textual.widgets import Button
+
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3", "a")
+        form = app.screen
+        form.query_one("#pattern").value = "at-80x24"
+        save = form.query_one("#save", Button)
+        for _ in range(12):
+            if app.focused is save:
+                break
+            await pilot.press("tab")
+        assert app.focused is save
+        await pilot.pause()
+        # Visible on screen (not clipped by the dialog), so Enter on it is what the user sees.
+        assert save.region.height > 0 and app.screen.region.contains_region(save.region)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert [r.pattern for r in app.workbench.store.list_rules()] == ["at-80x24"]
