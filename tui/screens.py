@@ -24,7 +24,7 @@ class Confirm(ModalScreen[bool]):
         self.question = question
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog"):
+        with VerticalScroll(classes="dialog", can_focus=False):
             yield Static(self.question, classes="dialog-title")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Yes (y)", id="yes", variant="error")
@@ -48,7 +48,7 @@ class RuleForm(ModalScreen[Rule | None]):
 
     def compose(self) -> ComposeResult:
         r = self.rule
-        with VerticalScroll(classes="dialog"):
+        with VerticalScroll(classes="dialog", can_focus=False):
             yield Static("Edit rule" if r else "Add rule", classes="dialog-title")
             yield Label("Pattern (exact name, glob like gpt-*, or re:<regex>)")
             yield Input(r.pattern if r else "", id="pattern", placeholder="gpt-*")
@@ -126,7 +126,7 @@ class BackendForm(ModalScreen[dict[str, Any] | None]):
     KINDS = ("openai", "anthropic", "openai-compatible")
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog"):
+        with VerticalScroll(classes="dialog", can_focus=False):
             yield Static("Add backend", classes="dialog-title")
             yield Label("Name")
             yield Input(id="name", placeholder="openai")
@@ -183,7 +183,7 @@ class KeyForm(ModalScreen[str | None]):
         self.backend = backend
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog"):
+        with VerticalScroll(classes="dialog", can_focus=False):
             yield Static(f"API key for {self.backend}", classes="dialog-title")
             yield Input(password=True, id="key", placeholder="paste the key; it is stored in the system keyring")
             with Horizontal(classes="dialog-buttons"):
@@ -210,7 +210,7 @@ class ConversationPicker(ModalScreen[int | None]):
         self.describe = describe
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog"):
+        with VerticalScroll(classes="dialog", can_focus=False):
             yield Static("Open a conversation", classes="dialog-title")
             if self.conversations:
                 yield OptionList(*[Option(self.describe(c), id=str(c.id)) for c in self.conversations], id="list")
