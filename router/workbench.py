@@ -6,6 +6,7 @@ import logging
 from dataclasses import fields
 from typing import Any
 
+from engine.cloud import default_base_url
 from engine.local.engine import LocalEngine
 from engine.types import Backend, BackendSnapshot, BreakerEvent
 from router.config import AppConfig
@@ -25,7 +26,8 @@ def cloud_config(rec: BackendRecord) -> Any:
 
     known = {f.name for f in fields(CloudConfig)}
     settings = {k: v for k, v in rec.settings.items() if k in known}
-    return CloudConfig(name=rec.name, kind=rec.kind, base_url=rec.base_url or "", **settings)
+    base_url = rec.base_url or default_base_url(rec.kind) or ""
+    return CloudConfig(name=rec.name, kind=rec.kind, base_url=base_url, **settings)
 
 
 class Workbench:

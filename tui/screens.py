@@ -122,7 +122,8 @@ class RuleForm(ModalScreen[Rule | None]):
 
 
 class BackendForm(ModalScreen[dict[str, Any] | None]):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="backend_form.cancel")]
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="backend_form.cancel"),
+                Binding("ctrl+s", "save", "Save", id="backend_form.save")]
     KINDS = ("openai", "anthropic", "openai-compatible")
 
     def compose(self) -> ComposeResult:
@@ -132,17 +133,19 @@ class BackendForm(ModalScreen[dict[str, Any] | None]):
             yield Input(id="name", placeholder="openai")
             yield Label("Kind")
             yield Select([(k, k) for k in self.KINDS], value="openai", allow_blank=False, id="kind")
-            yield Label("Base URL")
-            yield Input(id="base_url", placeholder="https://api.openai.com/v1")
+            yield Label("Base URL (empty: the service's own)")
+            yield Input(id="base_url")
             yield Static("", id="form-error", classes="error")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save", id="save", variant="primary")
+                yield Button("Save (ctrl+s)", id="save", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")
 
     def values(self) -> dict[str, Any]:
-        return {"name": self.query_one("#name", Input).value.strip(),
-                "kind": str(self.query_one("#kind", Select).value),
-                "base_url": self.query_one("#base_url", Input).value.strip()}
+        from engine.cloud import default_base_url
+
+        kind = str(self.query_one("#kind", Select).value)
+        return {"name": self.query_one("#name", Input).value.strip(), "kind": kind,
+                "base_url": self.query_one("#base_url", Input).value.strip() or default_base_url(kind) or ""}
 
     def check(self) -> str | None:
         v = self.values()
@@ -150,12 +153,18 @@ class BackendForm(ModalScreen[dict[str, Any] | None]):
             return "name: must not be empty"
         if v["name"] == "local":
             return "name: 'local' is the built-in MLX engine"
+        if not v["base_url"]:
+            return f"base URL: required for {v['kind']} (e.g. http://127.0.0.1:11434/v1 for Ollama)"
         if not v["base_url"].startswith(("http://", "https://")):
             return "base URL: must start with http:// or https://"
         return None
 
     @on(Input.Changed)
+    @on(Select.Changed)
     def changed(self) -> None:
+        from engine.cloud import default_base_url
+
+        self.query_one("#base_url", Input).placeholder = default_base_url(str(self.query_one("#kind", Select).value)) or ""
         problem = self.check()
         self.query_one("#form-error", Static).update(problem or "")
         self.query_one("#save", Button).disabled = problem is not None
@@ -164,7 +173,7 @@ class BackendForm(ModalScreen[dict[str, Any] | None]):
         self.changed()
 
     @on(Button.Pressed, "#save")
-    def save(self) -> None:
+    def action_save(self) -> None:
         if self.check() is None:
             self.dismiss(self.values())
 

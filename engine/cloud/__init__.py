@@ -12,6 +12,15 @@ if TYPE_CHECKING:
     from engine.types import BreakerEvent
 
 
+# The services' public endpoints: a backend of these kinds needs no base URL. An openai-compatible
+# server (Ollama, vLLM, LM Studio, another workbench) has no such default.
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+
+
+def default_base_url(kind: str) -> str | None:
+    return DEFAULT_BASE_URLS.get(kind)
+
+
 def make_cloud_backend(
     cfg: "CloudConfig",
     api_key: str | None,
@@ -34,4 +43,4 @@ def make_cloud_backend(
     return backend
 
 
-__all__ = ["make_cloud_backend"]
+__all__ = ["DEFAULT_BASE_URLS", "default_base_url", "make_cloud_backend"]

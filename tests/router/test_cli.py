@@ -47,6 +47,7 @@ def test_rules_crud_and_explain(capsys) -> None:
     (["rules", "rm", "99"], "no rule with id 99"),
     (["backends", "add", "b", "--kind", "openai", "--base-url", "ftp://x"], "base_url"),
     (["backends", "rm", "nope"], "no backend named nope"),
+    (["backends", "add", "ollama", "--kind", "openai-compatible"], "--base-url is required for an openai-compatible"),
 ])
 def test_bad_input_is_one_clear_line(capsys, argv: list[str], msg: str) -> None:
     code, out, err = run(capsys, *argv)
@@ -77,3 +78,11 @@ def test_keys_set_without_keyring_names_the_env_var(capsys, monkeypatch) -> None
     monkeypatch.setattr("sys.stdin", io.StringIO(KEY + "\n"))
     code, out, err = run(capsys, "keys", "set", "openai")
     assert code == 1 and "OPENAI_API_KEY" in err and KEY not in err + out
+
+
+def test_openai_and_anthropic_backends_default_to_the_services_own_urls(capsys) -> None:
+    assert run(capsys, "backends", "add", "oa", "--kind", "openai")[0] == 0
+    assert run(capsys, "backends", "add", "an", "--kind", "anthropic")[0] == 0
+    code, out, _ = run(capsys, "backends", "list", "--json")
+    urls = {b["name"]: b["base_url"] for b in json.loads(out)}
+    assert urls == {"oa": "https://api.openai.com/v1", "an": "https://api.anthropic.com"}

@@ -334,3 +334,22 @@ async def test_the_rule_form_scrolls_to_its_buttons_at_80x24(tmp_path: Path, tin
         await pilot.press("enter")
         await pilot.pause()
         assert [r.pattern for r in app.workbench.store.list_rules()] == ["at-80x24"]
+
+
+async def test_backend_form_fills_in_the_services_own_url(tmp_path: Path, tiny_models_dir: Path) -> None:
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f3", "b")
+        form = app.screen
+        form.query_one("#name").value = "oa"
+        form.query_one("#kind").value = "openai-compatible"
+        await pilot.pause()
+        assert form.query_one("#save").disabled and "required" in str(form.query_one("#form-error").render())
+        form.query_one("#kind").value = "anthropic"
+        await pilot.pause()
+        assert not form.query_one("#save").disabled
+        assert form.query_one("#base_url").placeholder == "https://api.anthropic.com"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        [rec] = app.workbench.store.list_backends()
+        assert (rec.name, rec.kind, rec.base_url) == ("oa", "anthropic", "https://api.anthropic.com")

@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser("add", help="add or replace a backend")
     p.add_argument("name")
     p.add_argument("--kind", required=True, choices=BACKEND_KINDS)
-    p.add_argument("--base-url", required=True, help="e.g. https://api.openai.com/v1 or https://api.anthropic.com")
+    p.add_argument("--base-url", help="required for openai-compatible; openai and anthropic default to "
+                                      "https://api.openai.com/v1 and https://api.anthropic.com")
     for opt, typ in (("retries", int), ("fail-max", int), ("reset-timeout", float), ("timeout", float),
                      ("connect-timeout", float), ("idle-timeout", float)):
         p.add_argument(f"--{opt}", type=typ)
@@ -259,7 +260,12 @@ def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
         "retries": args.retries, "fail_max": args.fail_max, "reset_timeout": args.reset_timeout,
         "total_timeout": args.timeout, "connect_timeout": args.connect_timeout, "idle_timeout": args.idle_timeout,
     }.items() if v is not None}
-    rec = BackendRecord(args.name, args.kind, args.base_url, settings)
+    from engine.cloud import default_base_url
+
+    base_url = args.base_url or default_base_url(args.kind)
+    if not base_url:
+        raise ValueError(f"--base-url is required for an {args.kind} backend (e.g. http://127.0.0.1:11434/v1 for Ollama)")
+    rec = BackendRecord(args.name, args.kind, base_url, settings)
     cloud_config(rec)  # validates kind, URL and settings before anything is saved
     store.save_backend(rec)
     print(f"saved backend {args.name}; set its key with `mlx-workbench keys set {args.name}`")
