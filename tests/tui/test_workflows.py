@@ -353,3 +353,26 @@ async def test_backend_form_fills_in_the_services_own_url(tmp_path: Path, tiny_m
         await pilot.pause()
         [rec] = app.workbench.store.list_backends()
         assert (rec.name, rec.kind, rec.base_url) == ("oa", "anthropic", "https://api.anthropic.com")
+
+
+async def test_page_keys_scroll_the_conversation_while_the_prompt_keeps_focus(tmp_path: Path,
+                                                                             tiny_models_dir: Path) -> None:
+    from textual.containers import VerticalScroll
+
+    from tui.screenshots import sample_conversation
+
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        conv = app.workbench.store.save_conversation(sample_conversation())
+        await app.query_one(ChatPane).open_conversation(conv.id)
+        box = app.query_one("#conversation", VerticalScroll)
+        await wait_for(pilot, lambda: box.max_scroll_y > 0, timeout=5)
+        box.scroll_end(animate=False)
+        await pilot.pause()
+        bottom = box.scroll_y
+        assert app.focused is app.query_one("#prompt")
+        await pilot.press("pageup")
+        await wait_for(pilot, lambda: box.scroll_y < bottom, timeout=5)
+        await pilot.press("pagedown")
+        await wait_for(pilot, lambda: box.scroll_y == bottom, timeout=5)
+        assert app.focused is app.query_one("#prompt")

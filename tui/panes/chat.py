@@ -65,6 +65,9 @@ class ChatPane(Vertical):
         Binding("ctrl+n", "new_chat", "New chat", id="chat.new"),
         Binding("ctrl+o", "open_chat", "Open chat", id="chat.open"),
         Binding("ctrl+y", "copy_last", "Copy answer", id="chat.copy"),
+        # The prompt keeps the focus while reading back: these scroll the conversation from it.
+        Binding("pageup", "scroll_conversation(-1)", "Scroll up", id="chat.page_up", show=False),
+        Binding("pagedown", "scroll_conversation(1)", "Scroll down", id="chat.page_down", show=False),
     ]
 
     def __init__(self, **kw: Any) -> None:
@@ -269,6 +272,13 @@ class ChatPane(Vertical):
         box = self.query_one("#conversation", VerticalScroll)
         await box.mount_all([ChatMessage(m.role, m.content, self.metas.get(i, "")) for i, m in enumerate(self.messages)])
         self.status(f"reopened: {conv.title}")
+
+    def action_scroll_conversation(self, direction: int) -> None:
+        box = self.query_one("#conversation", VerticalScroll)
+        if direction < 0:
+            box.scroll_page_up()
+        else:
+            box.scroll_page_down()
 
     def action_copy_last(self) -> None:
         last = next((m for m in reversed(self.messages) if m.role == "assistant"), None)
