@@ -376,3 +376,31 @@ async def test_page_keys_scroll_the_conversation_while_the_prompt_keeps_focus(tm
         await pilot.press("pagedown")
         await wait_for(pilot, lambda: box.scroll_y == bottom, timeout=5)
         assert app.focused is app.query_one("#prompt")
+
+
+async def test_escape_cancels_a_model_load_in_the_models_pane(tmp_path: Path, tiny_models_dir: Path) -> None:
+    import threading
+
+    from tui.panes.models import ModelsPane
+
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f2")
+        pane = app.query_one(ModelsPane)
+        assert "Cancel load" not in [b.binding.description for b in app.active_bindings.values() if b.enabled]
+        # Hold the MLX thread so the load is still waiting when Esc arrives (a tiny model loads too fast).
+        gate = threading.Event()
+        blocker = app.workbench.local._worker.submit(gate.wait)
+        pane.load_model("tiny-llama-mlx")
+        await wait_for(pilot, lambda: pane._load_cancel is not None, timeout=5)
+        await pilot.pause()
+        assert "Cancel load" in [b.binding.description for b in app.active_bindings.values() if b.enabled]
+        await pilot.press("escape")
+        gate.set()
+        blocker.result(timeout=5)
+        await wait_for(pilot, lambda: pane._load_cancel is None, timeout=10)
+        assert "cancelled" in str(app.query_one("#models-status").render())
+        assert app.workbench.local.memory().loaded == []
+        # A cancelled load leaves nothing behind: the next one works.
+        pane.load_model("tiny-llama-mlx")
+        await wait_for(pilot, lambda: len(app.workbench.local.memory().loaded) == 1, timeout=20)

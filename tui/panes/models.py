@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 from textual import work
@@ -10,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, ProgressBar, Static
 
-from engine.types import EngineError
+from engine.types import CancelledError, EngineError
 from tui.format import human_bytes, human_count
 
 
@@ -20,7 +22,13 @@ class ModelsPane(Vertical):
         Binding("u", "unload", "Unload", id="models.unload"),
         Binding("f", "fetch_demo", "Fetch demo", id="models.fetch_demo"),
         Binding("r", "rescan", "Rescan", id="models.rescan"),
+        Binding("escape", "cancel_load", "Cancel load", id="models.cancel_load"),
     ]
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        # Set while a load runs; the MLX thread checks it between the load's stages.
+        self._load_cancel: threading.Event | None = None
 
     @property
     def wb(self) -> Any:
@@ -69,10 +77,20 @@ class ModelsPane(Vertical):
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_load":
+            return self._load_cancel is not None  # shown in the footer only while a model loads
+        return True
+
     def action_load(self) -> None:
         name = self.selected()
         if name:
             self.load_model(name)
+
+    def action_cancel_load(self) -> None:
+        if self._load_cancel is not None:
+            self._load_cancel.set()
+            self.status("cancelling the load…")
 
     @work(exclusive=True, group="models", exit_on_error=False)
     async def load_model(self, name: str) -> None:
@@ -85,12 +103,23 @@ class ModelsPane(Vertical):
             # Called on the MLX thread.
             self.app.call_from_thread(bar.update, progress=p.fraction)
 
+        cancel = self._load_cancel = threading.Event()
+        self.refresh_bindings()
         try:
-            await self.wb.local.load(name, progress=progress)
+            await self.wb.local.load(name, progress=progress, cancel=cancel)
             self.status(f"loaded {name}")
+        except CancelledError:
+            self.status(f"loading {name} was cancelled; nothing was kept")
         except EngineError as exc:
             self.status(str(exc), error=True)
+        except asyncio.CancelledError:
+            # This worker was replaced (another load): the MLX thread must stop this one too.
+            cancel.set()
+            raise
         finally:
+            if self._load_cancel is cancel:
+                self._load_cancel = None
+                self.refresh_bindings()
             bar.display = False
             self.refresh_table()
             self.app.refresh_status()
