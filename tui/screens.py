@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static, Switch
 from textual.widgets.option_list import Option
 
+from engine.cloud import default_base_url
 from router.rules import Rule, RuleError, Step, validate_rule
 
 
@@ -141,8 +142,6 @@ class BackendForm(ModalScreen[dict[str, Any] | None]):
                 yield Button("Cancel (esc)", id="cancel")
 
     def values(self) -> dict[str, Any]:
-        from engine.cloud import default_base_url
-
         kind = str(self.query_one("#kind", Select).value)
         return {"name": self.query_one("#name", Input).value.strip(), "kind": kind,
                 "base_url": self.query_one("#base_url", Input).value.strip() or default_base_url(kind) or ""}
@@ -162,8 +161,6 @@ class BackendForm(ModalScreen[dict[str, Any] | None]):
     @on(Input.Changed)
     @on(Select.Changed)
     def changed(self) -> None:
-        from engine.cloud import default_base_url
-
         self.query_one("#base_url", Input).placeholder = default_base_url(str(self.query_one("#kind", Select).value)) or ""
         problem = self.check()
         self.query_one("#form-error", Static).update(problem or "")
