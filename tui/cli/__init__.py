@@ -1,4 +1,4 @@
-"""The `mlx-workbench` command: no arguments opens the TUI; subcommands for scripts.
+"""The `mlx-workbench` command (one module per command group): no arguments opens the TUI; subcommands for scripts.
 
 Heavy imports (MLX, textual, the router) happen inside the command that needs them, so
 `mlx-workbench --help` and the CLI stay fast.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.commands import chat, models, router_cmds, serve
+from tui.cli import backends, chat, keys, models, rules, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="path to config.toml (default: the user config dir; env MLXWB_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (models, chat, router_cmds, serve):
+    for module in (models, chat, rules, backends, keys, serve):
         module.register(sub)
     return parser
 
@@ -37,6 +37,3 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,91 @@
+"""`mlx-workbench backends`: cloud backends from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from typing import Any
+
+from tui.cli.common import CLIError, add_json, table, workbench, wrap
+
+BACKEND_KINDS = ("openai", "anthropic", "openai-compatible")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    backends = sub.add_parser("backends", help="cloud backends: list, add, rm, health")
+    bsub = backends.add_subparsers(dest="backends_command", metavar="ACTION", required=True)
+    p = bsub.add_parser("list")
+    add_json(p)
+    p.set_defaults(func=wrap(_backends_list))
+    p = bsub.add_parser("add", help="add or replace a backend")
+    p.add_argument("name")
+    p.add_argument("--kind", required=True, choices=BACKEND_KINDS)
+    p.add_argument("--base-url", help="required for openai-compatible; openai and anthropic default to "
+                                      "https://api.openai.com/v1 and https://api.anthropic.com")
+    for opt, typ in (("retries", int), ("fail-max", int), ("reset-timeout", float), ("timeout", float),
+                     ("connect-timeout", float), ("idle-timeout", float)):
+        p.add_argument(f"--{opt}", type=typ)
+    p.set_defaults(func=wrap(_backends_add))
+    p = bsub.add_parser("rm")
+    p.add_argument("name")
+    p.set_defaults(func=wrap(_backends_rm))
+    p = bsub.add_parser("health", help="breaker state, failures, latency of every backend")
+    add_json(p)
+    p.set_defaults(func=wrap(_backends_health))
+
+
+def _backends_list(args: argparse.Namespace, ctx: Any) -> int:
+    from router.secrets import Secrets
+
+    _, store = ctx
+    secrets = Secrets()
+    recs = store.list_backends()
+    if args.json:
+        print(json.dumps([{**asdict(b), "key": secrets.source(b.name)} for b in recs], indent=2))
+        return 0
+    table([["local", "mlx", "(built in)", "-", "-"]] +
+           [[b.name, b.kind, b.base_url, secrets.source(b.name) or "none", json.dumps(b.settings)] for b in recs],
+           ["NAME", "KIND", "BASE URL", "KEY", "SETTINGS"])
+    return 0
+
+def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
+    from router.store import BackendRecord
+    from router.workbench import cloud_config
+
+    _, store = ctx
+    settings = {k: v for k, v in {
+        "retries": args.retries, "fail_max": args.fail_max, "reset_timeout": args.reset_timeout,
+        "total_timeout": args.timeout, "connect_timeout": args.connect_timeout, "idle_timeout": args.idle_timeout,
+    }.items() if v is not None}
+    from engine.cloud import default_base_url
+
+    base_url = args.base_url or default_base_url(args.kind)
+    if not base_url:
+        raise ValueError(f"--base-url is required for an {args.kind} backend (e.g. http://127.0.0.1:11434/v1 for Ollama)")
+    rec = BackendRecord(args.name, args.kind, base_url, settings)
+    cloud_config(rec)  # validates kind, URL and settings before anything is saved
+    store.save_backend(rec)
+    print(f"saved backend {args.name}; set its key with `mlx-workbench keys set {args.name}`")
+    return 0
+
+def _backends_rm(args: argparse.Namespace, ctx: Any) -> int:
+    _, store = ctx
+    if not store.delete_backend(args.name):
+        raise CLIError(f"no backend named {args.name}")
+    print(f"removed backend {args.name}")
+    return 0
+
+def _backends_health(args: argparse.Namespace, ctx: Any) -> int:
+    snaps = workbench(ctx).snapshots()
+    if args.json:
+        print(json.dumps([asdict(s) for s in snaps], indent=2))
+        return 0
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v * 1000:.0f}ms"
+
+    table(([s.name, s.kind, s.state, f"{s.consecutive_failures}/{s.fail_max}" if s.fail_max else "-",
+             s.requests, s.errors, ms(s.latency_p50_s), ms(s.latency_p95_s), s.last_error or ""] for s in snaps),
+           ["NAME", "KIND", "STATE", "FAILS", "REQS", "ERRS", "P50", "P95", "LAST ERROR"])
+    return 0

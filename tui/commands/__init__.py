@@ -1,1 +1,0 @@
-"""Subcommands of the `mlx-workbench` command; each module has `register(subparsers)`."""
