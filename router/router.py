@@ -188,10 +188,10 @@ class RouteStream:
                 record.ttft_s, record.tokens_per_s = usage.ttft_s, usage.tokens_per_s
             elif first_sent:
                 record.tokens_out = tokens
-            try:
-                router.store.log_request(record)
-            finally:
-                router.events.publish(RequestFinished(self.request_id, status, record))
+            # The answer never waits for its log row, nor fails with it: the store's writer thread
+            # writes it, and a row it cannot write is logged and published as a WriteFailed event.
+            router.store.log_request_later(record, on_failed=router.events.publish)
+            router.events.publish(RequestFinished(self.request_id, status, record))
 
 
 class Router:
