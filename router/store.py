@@ -305,7 +305,7 @@ class Store:
             opts = {"log_prompts": self.log_prompts, "max_rows": self.max_rows, "max_age_days": self.max_age_days,
                     "policy": self.policy}
             path = self.path
-            self._writer = Writer(lambda: Store.attach(path, **opts), name=f"store-writer {path.name}")
+            self._writer = Writer(lambda: type(self).attach(path, **opts), name=f"store-writer {path.name}")
         return self._writer
 
     def _written(self) -> None:
