@@ -33,8 +33,8 @@ def child(*args: object, env: dict[str, str] | None = None, **kw) -> subprocess.
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, **kw)
+    return subprocess.run([sys.executable, "-m", "tui.cli", *args], check=False, cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, **kw)
 
 
 def acked(out: str, what: str) -> list[str]:
@@ -212,7 +212,7 @@ def test_read_only_data_folder_is_an_error_line_not_a_traceback(tmp_path: Path, 
     original = db.read_bytes()
     os.chmod(isolated_env, 0o555)
     try:
-        for args in (("rules", "list"), ("rules", "add", "new", "--backend", "local")):
+        for args in (("rules", "list"), ("rules", "add", "new", "--backend", "local"), ("chat", "hello", "-m", "x")):
             result = cli(*args, preexec_fn=drop_file_privileges)
             assert result.returncode == 1, result
             lines = result.stderr.strip().splitlines()
