@@ -36,13 +36,39 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A non-text input part (an image, a PDF). Only a backend that can read it accepts it; the
+    others answer 400 rather than silently dropping what the user showed the model."""
+
+    kind: Literal["image", "document"]
+    media_type: str | None = None
+    data: str | None = None  # base64
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class Message:
     role: Role
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
-    # For role == "tool": which call this message answers.
+    # For role == "tool": which call this message answers, and whether the tool failed.
     tool_call_id: str | None = None
     name: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class Passthrough:
+    """What a client sent that the canonical request does not model, kept for an upstream that
+    speaks the client's own protocol: an Anthropic client's `thinking`, `metadata`,
+    `context_management`, `cache_control` marks, mid-conversation system turns, thinking blocks
+    with their signatures, and its `anthropic-beta` header. Backends of another protocol ignore it."""
+
+    protocol: Literal["anthropic", "openai"]
+    # Top-level body fields as the client sent them (model and stream excluded: the route decides).
+    fields: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 # tool_choice: "auto" | "none" | "required" | {"name": "<function>"}
@@ -63,6 +89,16 @@ class ChatRequest:
     tool_choice: ToolChoice = None
     # Free-form request metadata (front end, protocol, request id); never sent upstream.
     metadata: dict[str, Any] = field(default_factory=dict)
+    passthrough: Passthrough | None = None
+
+    def require_text_only(self, backend: str) -> None:
+        """The 400 of a backend that cannot see, if any message carries an image or a document."""
+        for i, m in enumerate(self.messages):
+            if m.attachments:
+                kinds = " and ".join(sorted({a.kind for a in m.attachments}))
+                raise RejectedError(f"messages[{i}] has {kinds} content, which backend {backend!r} cannot read; "
+                                    "route this model to a backend that can (e.g. anthropic)",
+                                    backend=backend, status=400)
 
     def validate(self) -> None:
         """Raise RejectedError (status 400) with a field-level message if the request is unusable."""

@@ -47,6 +47,15 @@ class AnthropicBackend(CloudBackend):
             headers["x-api-key"] = api_key
         return headers
 
+    def _request_headers(self, request: ChatRequest) -> dict[str, str]:
+        from engine.protocol.anthropic import passthrough_headers
+
+        headers = passthrough_headers(request)
+        own = self.cfg.extra_headers.get("anthropic-beta")
+        if own and headers.get("anthropic-beta"):
+            headers["anthropic-beta"] = f"{own},{headers['anthropic-beta']}"
+        return headers
+
     def _request_body(self, request: ChatRequest) -> dict[str, Any]:
         from engine.protocol.anthropic import request_to_anthropic
 

@@ -204,6 +204,10 @@ class CloudBackend:
     def _request_body(self, request: ChatRequest) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _request_headers(self, request: ChatRequest) -> dict[str, str]:
+        """Headers that depend on the request (a client's own protocol headers passed through)."""
+        return {}
+
     def _parse_result(self, body: Any) -> ChatResult:
         raise NotImplementedError
 
@@ -374,7 +378,7 @@ class CloudBackend:
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.total_timeout
-        headers = {**self.cfg.extra_headers, **self._auth_headers(self.__api_key)}
+        headers = {**self.cfg.extra_headers, **self._request_headers(request), **self._auth_headers(self.__api_key)}
         if request.stream:
             headers["accept"] = "text/event-stream"
         http_request = self._client.build_request(

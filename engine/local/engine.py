@@ -14,6 +14,7 @@ from engine.config import EngineConfig
 from engine.local.discovery import ModelInfo, discover
 from engine.local.generation import Finished, GenerationHandle, GenParams, MLXWorker
 from engine.local.models import LoadProgress, MemorySnapshot, ModelManager
+from engine.protocol.common import fold_system_turns
 from engine.types import (
     BackendSnapshot,
     CancelledError,
@@ -72,7 +73,11 @@ def render_prompt(tokenizer: Any, request: ChatRequest) -> list[int]:
     tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
                                                "parameters": t.parameters}} for t in request.tools] or None
     if getattr(tokenizer, "chat_template", None):
-        attempts = [(_template_messages(request.messages), tools), (_plain_messages(request.messages), None)]
+        # Templates that refuse a system turn mid-conversation (or any) get it folded into a user turn.
+        folded = fold_system_turns(request.messages, keep_leading=False)
+        attempts = [(_template_messages(request.messages), tools),
+                    (_template_messages(fold_system_turns(request.messages)), tools),
+                    (_template_messages(folded), tools), (_plain_messages(folded), None)]
         last: Exception | None = None
         for msgs, tl in attempts:
             try:
@@ -186,6 +191,7 @@ class LocalEngine:
         self._requests += 1
         try:
             request.validate()
+            request.require_text_only(self.name)
             info = self.resolve(request.model)
             self._ensure_blas()
         except EngineError as exc:
