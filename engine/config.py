@@ -18,6 +18,11 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("mlx-workbench", appauthor=False))
 
 
+def openblas_disabled_by_env() -> bool:
+    """MLXWB_NO_OPENBLAS=1 keeps MLX on its built-in BLAS on Linux (the one place it is read)."""
+    return os.environ.get("MLXWB_NO_OPENBLAS", "").lower() in ("1", "true", "yes")
+
+
 def total_memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -36,9 +41,7 @@ class EngineConfig:
         default_factory=lambda: int(total_memory_bytes() * DEFAULT_BUDGET_FRACTION)
     )
     # Load the system OpenBLAS before MLX on Linux (env MLXWB_NO_OPENBLAS=1 turns it off).
-    use_system_openblas: bool = field(
-        default_factory=lambda: os.environ.get("MLXWB_NO_OPENBLAS", "") not in ("1", "true", "yes")
-    )
+    use_system_openblas: bool = field(default_factory=lambda: not openblas_disabled_by_env())
 
     @property
     def models_dir(self) -> Path:

@@ -6,9 +6,10 @@ speaks these types; wire formats are translated only at the edges (engine/protoc
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
@@ -293,6 +294,14 @@ class BackendSnapshot:
     latency_p95_s: float | None = None
     latency_p99_s: float | None = None
     recent_latencies_s: list[float] = field(default_factory=list)
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """Nearest rank: the smallest sample with at least q of the samples at or below it."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
 
 
 BreakerListener = Callable[[BreakerEvent], None]

@@ -1,7 +1,11 @@
-"""The application's settings: a TOML file, then MLXWB_* environment variables (pydantic-settings).
+"""The application's settings: a TOML file, then MLXWB_* environment variables (which win).
 
 Built once at start-up and passed down explicitly; tests build their own. docs/config.md lists every
 key. An error names the key and where its value came from: the file, or the environment variable.
+
+pydantic-settings does this job too, and a version built on it was no shorter; but importing it (with
+pydantic's schema building) added 0.15-0.4 s to every start here, +65% to the TUI's first frame
+(bench/startup.py: 1.03 s -> 1.7 s). So the keys are a table below, each with its parser.
 """
 
 from __future__ import annotations
@@ -9,23 +13,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-)
-
-from engine.config import EngineConfig, default_data_dir, total_memory_bytes
-from router.secrets import env_var_for
+from engine.config import EngineConfig, total_memory_bytes
 
 
 class ConfigError(ValueError):
@@ -78,136 +71,135 @@ def parse_size(value: Any) -> int:
     raise ValueError("must be a size like '8GiB' or a fraction of RAM like 0.5")
 
 
-Size = Annotated[int | None, BeforeValidator(parse_size)]
+def _positive_size(value: Any) -> int:
+    if size := parse_size(value):
+        return size
+    raise ValueError("must be more than 0")
 
 
-class _Listener(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    host: str = "127.0.0.1"
-    port: int = Field(8765, ge=0, le=65535)
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
-class _Settings(BaseSettings):
-    """The file's schema; env var names come from the prefix (MLXWB_LISTENER_PORT: listener.port)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="MLXWB_",
-        env_nested_delimiter="_",
-        env_nested_max_split=1,
-        extra="forbid",
-        validate_by_name=True,
-        validate_default=False,
-    )
-
-    data_dir: Path | None = None
-    model_dirs: list[Path] = []
-    scan_hf_cache: bool = True
-    memory_budget: Size = Field(None, gt=0)
-    prompt_cache_bytes: Size = None
-    max_batch: int = Field(8, ge=1, le=1024)
-    db_path: Path | None = Field(None, validation_alias="MLXWB_DB")
-    default_backend: str = "local"
-    log_prompts: bool = False
-    theme: str = "textual-dark"
-    request_log_max_rows: int = Field(10000, ge=10, le=10**8)
-    request_log_max_age_days: float = Field(30.0, ge=1, le=36500)
-    listener: _Listener = _Listener()
-    keymap: dict[str, str] = {}
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)  # load_config layers the given environment over the file itself
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _BOOLS:
+        return _BOOLS[value.lower()]
+    raise ValueError("must be true or false")
 
 
-class _Env(EnvSettingsSource):
-    """The MLXWB_* variables of a given mapping (os.environ in the app, a dict in tests)."""
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
+            return value
+        raise ValueError(f"must be a whole number from {lo} to {hi}")
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        super().__init__(_Settings)
-        # An empty variable counts as unset; the listener's key is a secret (secrets.py), not a setting.
-        self.env_vars = {k.lower(): v for k, v in env.items() if v and k != env_var_for("listener")}
-
-    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
-        if field_name == "model_dirs":  # written like PATH, not as JSON
-            return [d for d in str(value).split(os.pathsep) if d]
-        try:
-            return super().decode_complex_value(field_name, field, value)
-        except ValueError:
-            raise ConfigError(f"environment variable MLXWB_{field_name.upper()}: {value!r} is not JSON") from None
+    return parse
 
 
-# pydantic's wording where it names Python types rather than TOML ones.
-_PLAIN = {"model_type": "must be a table", "dict_type": "must be a table", "path_type": "must be a string (a path)"}
+def _str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError("must be a string")
 
 
-def _error_text(err: Any, from_env: dict[str, Any], file: Path) -> str:
-    """One pydantic error as "<file or variable>: <key>: <problem>, not <value>"."""
-    keys = [k for k in err["loc"] if isinstance(k, str)]
-    node: Any = from_env
-    for k in keys:
-        node = node.get(k) if isinstance(node, dict) else None
-    name = ".".join(keys)  # (db_path's alias MLXWB_DB never fails: any string is a path)
-    where = str(file) if node is None else f"environment variable MLXWB_{'_'.join(keys).upper()}"
-    if err["type"] == "extra_forbidden":
-        return f"{where}: unknown setting {name}"
-    problem = _PLAIN.get(err["type"], err["msg"].removeprefix("Value error, "))
-    return f"{where}: {name}: {problem}, not {err['input']!r}"
+def _path(value: Any) -> Path:
+    return Path(_str(value)).expanduser()
 
 
-def _layer(raw: dict[str, Any], from_env: dict[str, Any]) -> dict[str, Any]:
-    """The file's values with the environment's on top; tables ([listener], [keymap]) merge."""
-    out = dict(raw)
-    for key, value in from_env.items():
-        below = raw.get(key)
-        out[key] = {**below, **value} if isinstance(below, dict) and isinstance(value, dict) else value
-    return out
+def _paths(value: Any) -> list[Path]:
+    if isinstance(value, list):
+        return [_path(v) for v in value]
+    raise ValueError("must be a list of folders")
+
+
+def _keymap(value: Any) -> dict[str, str]:
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return dict(value)
+    raise ValueError('must be a table of binding id = "keys"')
+
+
+# Every key and its parser.
+_KEYS: dict[str, Callable[[Any], Any]] = {
+    "data_dir": _path,
+    "model_dirs": _paths,  # the variable is os.pathsep-separated, like PATH
+    "scan_hf_cache": _bool,
+    "memory_budget": _positive_size,
+    "prompt_cache_bytes": parse_size,
+    "max_batch": _int(1, 1024),
+    "db_path": _path,
+    "default_backend": _str,
+    "log_prompts": _bool,
+    "theme": _str,
+    "request_log_max_rows": _int(10, 10**8),
+    "request_log_max_age_days": _int(1, 36500),
+    "listener.host": _str,
+    "listener.port": _int(0, 65535),
+    "keymap": _keymap,
+}
+# A key's environment variable is MLXWB_<KEY> (listener.port: MLXWB_LISTENER_PORT), except these.
+_ENV = {"db_path": "MLXWB_DB", "keymap": None}
+_TABLES = ("listener",)  # tables whose keys are settings; [keymap] is one setting
+# EngineConfig's fields (memory_budget is memory_budget_bytes there); the others are AppConfig's.
+_ENGINE = {"data_dir", "model_dirs", "scan_hf_cache", "memory_budget", "prompt_cache_bytes", "max_batch"}
+
+
+def env_var(key: str) -> str | None:
+    return _ENV.get(key, "MLXWB_" + key.replace(".", "_").upper())
 
 
 def _read_file(file: Path, explicit: bool) -> dict[str, Any]:
+    """The file's settings, tables flattened to "listener.port"."""
     if explicit and not file.is_file():
         raise ConfigError(f"{file}: no such config file")
     try:
-        return tomllib.loads(file.read_text()) if file.is_file() else {}
+        raw = tomllib.loads(file.read_text()) if file.is_file() else {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    for table in _TABLES:
+        if not isinstance(raw.get(table, {}), dict):
+            raise ConfigError(f"{file}: {table}: must be a table, not {raw[table]!r}")
+        raw |= {f"{table}.{k}": v for k, v in raw.pop(table, {}).items()}
+    return raw
 
 
-_APP_KEYS = {"default_backend", "log_prompts", "theme", "request_log_max_rows", "request_log_max_age_days", "keymap"}
+def _values(raw: dict[str, Any], env: Mapping[str, str], file: Path) -> dict[str, Any]:
+    """Every key that is set, parsed; a ConfigError lists every bad one with its source."""
+    values, errors = {}, [f"{file}: unknown setting {k}" for k in raw if k not in _KEYS]
+    for key, parse in _KEYS.items():
+        value: Any
+        var = env_var(key)
+        if var and env.get(var):
+            value, where = env[var], f"environment variable {var}"
+            if key == "model_dirs":  # like PATH
+                value = [d for d in value.split(os.pathsep) if d]
+        elif key in raw:
+            value, where = raw[key], str(file)
+        else:
+            continue
+        try:
+            values[key] = parse(value)
+        except ValueError as exc:
+            errors.append(f"{where}: {key}: {exc}, not {value!r}")
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return values
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
     env = os.environ if env is None else env
     file = Path(path or env.get("MLXWB_CONFIG") or default_config_path()).expanduser()
-    raw = _read_file(file, explicit=path is not None)
-    try:
-        from_env = _Env(env)()
-        s = _Settings(**_layer(raw, from_env))
-    except SettingsError as exc:  # a variable was not JSON: the ConfigError that says which is the cause
-        raise ConfigError(str(exc.__cause__ or exc)) from None
-    except ValidationError as exc:
-        raise ConfigError("; ".join(_error_text(e, from_env, file) for e in exc.errors())) from None
-    engine = EngineConfig(
-        data_dir=s.data_dir.expanduser() if s.data_dir else default_data_dir(),
-        model_dirs=[d.expanduser() for d in s.model_dirs],
-        scan_hf_cache=s.scan_hf_cache,
-    )
-    if s.memory_budget is not None:
-        engine.memory_budget_bytes = s.memory_budget
-    for name, value in (("prompt_cache_bytes", s.prompt_cache_bytes), ("max_batch", s.max_batch)):
-        if value is not None or not hasattr(engine, name):  # hasattr: until the local stream declares them
-            setattr(engine, name, value)
-    return AppConfig(
-        engine=engine,
-        db_path=s.db_path.expanduser() if s.db_path else None,
-        listener_host=s.listener.host,
-        listener_port=s.listener.port,
-        source=str(file) if file.is_file() else "defaults",
-        **s.model_dump(include=_APP_KEYS),
-    )
+    values = _values(_read_file(file, explicit=path is not None), env, file)
+    engine_values = {
+        ("memory_budget_bytes" if k == "memory_budget" else k): v for k, v in values.items() if k in _ENGINE
+    }
+    declared = {f.name for f in fields(EngineConfig)}
+    engine = EngineConfig(**{k: v for k, v in engine_values.items() if k in declared})
+    # Until engine/config.py declares prompt_cache_bytes and max_batch (the local stream adds them).
+    for name, default in (("prompt_cache_bytes", None), ("max_batch", 8)):
+        if name not in declared:
+            setattr(engine, name, engine_values.get(name, default))
+    app_values = {k.replace(".", "_"): v for k, v in values.items() if k not in _ENGINE}
+    return AppConfig(engine=engine, source=str(file) if file.is_file() else "defaults", **app_values)

@@ -8,6 +8,7 @@ from dataclasses import fields
 from typing import Any
 
 from engine.cloud import default_base_url
+from engine.local.blas import reference_blas_notice
 from engine.local.engine import LocalEngine
 from engine.types import Backend, BackendSnapshot, BreakerEvent
 from router.config import AppConfig
@@ -53,6 +54,9 @@ class Workbench:
         self._keys: dict[str, str | None] = {}
         self._keys_stale = False
         self._key_fetch: asyncio.Task[None] | None = None
+        # What a front end says once at start (found here, before any event loop runs).
+        blas = reference_blas_notice(config.engine.use_system_openblas)
+        self.notices: list[str] = [*store.notices, *([blas] if blas else [])]
         self.router = Router(store, self.backends, self.events, default_backend=config.default_backend,
                              log_prompts=config.log_prompts, prepare=self.prepare)
 

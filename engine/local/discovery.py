@@ -41,7 +41,7 @@ def _safetensors_params(path: Path) -> tuple[int, str]:
     with path.open("rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(n))
-    total, dtypes = 0, {}
+    total, dtypes = 0, dict[str, int]()
     for name, meta in header.items():
         if name == "__metadata__":
             continue
@@ -50,7 +50,7 @@ def _safetensors_params(path: Path) -> tuple[int, str]:
             count *= d
         total += count
         dtypes[meta["dtype"]] = dtypes.get(meta["dtype"], 0) + count
-    return total, (max(dtypes, key=dtypes.get) if dtypes else "unknown")
+    return total, (max(dtypes, key=lambda d: dtypes[d]) if dtypes else "unknown")
 
 
 def _mlx_folder_info(folder: Path, model_id: str) -> ModelInfo:
@@ -71,8 +71,13 @@ def _mlx_folder_info(folder: Path, model_id: str) -> ModelInfo:
         parameters = stored
         quantization = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}.get(dtype, dtype)
     return ModelInfo(
-        id=model_id, path=folder, format="mlx", architecture=str(config.get("model_type", "unknown")),
-        parameters=parameters, quantization=quantization, size_bytes=size,
+        id=model_id,
+        path=folder,
+        format="mlx",
+        architecture=str(config.get("model_type", "unknown")),
+        parameters=parameters,
+        quantization=quantization,
+        size_bytes=size,
         est_memory_bytes=int(size * 1.1),
     )
 
@@ -87,8 +92,13 @@ def _gguf_info(path: Path, model_id: str, *, dequantize_on_cpu: bool) -> ModelIn
     if path.name == DEMO_FILENAME:
         model_id, aliases = DEMO_ID, (DEMO_ALIAS,)
     return ModelInfo(
-        id=model_id, path=path, format="gguf", architecture=header.architecture or "unknown",
-        parameters=header.parameters, quantization=quant, size_bytes=size,
+        id=model_id,
+        path=path,
+        format="gguf",
+        architecture=header.architecture or "unknown",
+        parameters=header.parameters,
+        quantization=quant,
+        size_bytes=size,
         est_memory_bytes=estimate_memory_bytes(header.parameters, quant, dequantize=dequantize_on_cpu),
         aliases=aliases,
     )
@@ -116,7 +126,7 @@ def _id_for(path: Path, kind: str, root: Path) -> str:
     # HF cache: models--org--name/snapshots/<hash> -> org/name
     for part in path.parts:
         if part.startswith("models--"):
-            return part[len("models--"):].replace("--", "/")
+            return part[len("models--") :].replace("--", "/")
     return path.name
 
 
@@ -141,8 +151,11 @@ def discover(config: EngineConfig, *, dequantize_on_cpu: bool = True) -> list[Mo
             seen_paths.add(real)
             model_id = _id_for(path, kind, root)
             try:
-                info = (_mlx_folder_info(path, model_id) if kind == "mlx"
-                        else _gguf_info(path, model_id, dequantize_on_cpu=dequantize_on_cpu))
+                info = (
+                    _mlx_folder_info(path, model_id)
+                    if kind == "mlx"
+                    else _gguf_info(path, model_id, dequantize_on_cpu=dequantize_on_cpu)
+                )
             except (OSError, ValueError, KeyError, GGUFHeaderError, struct.error) as exc:
                 log.warning("skipping %s: %s", path, exc)
                 continue

@@ -25,6 +25,7 @@ from engine.types import (
     ModelNotFoundError,
     RejectedError,
     Usage,
+    percentile,
 )
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 512
 # OpenAI's default; a request may always say 0 for greedy decoding.
 DEFAULT_TEMPERATURE = 1.0
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def _template_messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -260,8 +254,8 @@ class LocalEngine:
         return BackendSnapshot(
             name=self.name, kind=self.kind, state="closed", requests=self._requests, errors=self._errors,
             last_error=self._last_error, last_error_at=self._last_error_at,
-            latency_p50_s=_percentile(lat, 0.5), latency_p95_s=_percentile(lat, 0.95),
-            latency_p99_s=_percentile(lat, 0.99), recent_latencies_s=lat[-30:],
+            latency_p50_s=percentile(lat, 0.5), latency_p95_s=percentile(lat, 0.95),
+            latency_p99_s=percentile(lat, 0.99), recent_latencies_s=lat[-30:],
         )
 
     async def aclose(self) -> None:
