@@ -25,16 +25,20 @@ class RequestStarted:
 
 @dataclass
 class RequestProgress:
+    """At most every 0.25 s while an answer streams. Chunks, not tokens: a backend says how many
+    tokens it produced only at the end (RequestFinished.record.tokens_out)."""
+
     request_id: str
     backend: str
-    tokens: int
+    chunks: int
+    chars: int
     at: float = field(default_factory=time.time)
 
 
 @dataclass
 class RequestFinished:
     request_id: str
-    status: str  # ok | error | cancelled
+    status: str  # ok | client_gone | upstream_error | rejected | unavailable | error (router/router.py)
     record: Any  # router.store.RequestRecord
     at: float = field(default_factory=time.time)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import fields
 from typing import Any
@@ -19,6 +20,14 @@ log = logging.getLogger(__name__)
 
 CLOUD_SETTINGS = ("retries", "backoff_factor", "max_backoff_wait", "connect_timeout", "first_byte_timeout",
                   "idle_timeout", "total_timeout", "fail_max", "reset_timeout", "extra_headers", "default_model")
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def cloud_config(rec: BackendRecord) -> Any:
@@ -41,9 +50,11 @@ class Workbench:
         self._cloud: dict[str, tuple[tuple[Any, ...], Backend]] = {}
         self._token: Any = None
         self._backends: dict[str, Backend] = {"local": self.local}
-        self.backend_errors: dict[str, str] = {}
+        self._keys: dict[str, str | None] = {}
+        self._keys_stale = False
+        self._key_fetch: asyncio.Task[None] | None = None
         self.router = Router(store, self.backends, self.events, default_backend=config.default_backend,
-                             log_prompts=config.log_prompts)
+                             log_prompts=config.log_prompts, prepare=self.prepare)
 
     @classmethod
     def open(cls, config: AppConfig, **kw: Any) -> "Workbench":
@@ -56,19 +67,54 @@ class Workbench:
 
     def backends(self) -> dict[str, Backend]:
         """"local" plus the cloud backends in the store; rebuilt only when the store changed, and a
-        backend whose settings and key did not change keeps its client and breaker."""
+        backend whose settings and key did not change keeps its client and breaker.
+
+        Keys come from a cache filled off the event loop (a keyring look-up can block for long): on
+        the loop a backend whose key is not fetched yet joins when the look-up ends (`prepare()`
+        waits for it); without a running loop (the CLI) keys are read right here."""
         token = self.store.change_token()
         if token == self._token:
             return self._backends
         self._token = token
+        records = [r for r in self.store.list_backends() if r.enabled]
+        wanted = [r.name for r in records if self._keys_stale or r.name not in self._keys]
+        if wanted and self._key_fetch is None:
+            if _loop_running():
+                self._key_fetch = asyncio.get_running_loop().create_task(self._fetch_keys(wanted))
+            else:
+                self._keys.update(self._read_keys(wanted))
+            self._keys_stale = False
+        self._rebuild([r for r in records if r.name in self._keys])
+        return self._backends
+
+    def _read_keys(self, names: list[str]) -> dict[str, str | None]:
+        return {name: self.secrets.get(name) for name in names}
+
+    async def _fetch_keys(self, names: list[str]) -> None:
+        try:
+            found = await asyncio.to_thread(self._read_keys, names)
+        finally:
+            self._key_fetch = None
+        self._keys.update(found)
+        self._token = None
+        self.backends()
+
+    async def prepare(self) -> bool:
+        """Wait for key look-ups in flight (off the loop); True if the backends were rebuilt."""
+        changed = False
+        self.backends()
+        while self._key_fetch is not None:
+            await asyncio.shield(self._key_fetch)
+            changed = True
+            self.backends()
+        return changed
+
+    def _rebuild(self, records: list[BackendRecord]) -> None:
         from engine.cloud import make_cloud_backend
 
         fresh: dict[str, tuple[tuple[Any, ...], Backend]] = {}
-        errors: dict[str, str] = {}
-        for rec in self.store.list_backends():
-            if not rec.enabled:
-                continue
-            key = self.secrets.get(rec.name)
+        for rec in records:
+            key = self._keys.get(rec.name)
             ident = (rec.kind, rec.base_url, repr(sorted(rec.settings.items())), hash(key))
             old = self._cloud.get(rec.name)
             if old is not None and old[0] == ident:
@@ -77,29 +123,27 @@ class Workbench:
             try:
                 backend = make_cloud_backend(cloud_config(rec), key, listeners=[self._publish_breaker])
             except ValueError as exc:
-                errors[rec.name] = str(exc)
                 log.warning("backend %s is misconfigured: %s", rec.name, exc)
                 continue
             fresh[rec.name] = (ident, backend)
-        stale = [b for name, (ident, b) in self._cloud.items() if fresh.get(name, (None, None))[1] is not b]
+        stale = [b for name, (_, b) in self._cloud.items() if fresh.get(name, (None, None))[1] is not b]
+        changed = bool(stale) or fresh.keys() != self._cloud.keys()
         self._cloud = fresh
-        self.backend_errors = errors
         self._backends = {"local": self.local, **{n: b for n, (_, b) in fresh.items()}}
         for b in stale:
             self._close_later(b)
-        self.events.publish(BackendsChanged())
-        return self._backends
+        if changed:
+            self.events.publish(BackendsChanged())
 
     def _close_later(self, backend: Backend) -> None:
-        import asyncio
-
         try:
             asyncio.get_running_loop().create_task(backend.aclose())
         except RuntimeError:
             log.debug("no running loop: %s's client is dropped with its connection pool", backend.name)
 
     def refresh_keys(self) -> None:
-        """A key changed in keyring (not visible to change_token): rebuild on next use."""
+        """A key changed in keyring (not visible to change_token): look the keys up again."""
+        self._keys_stale = True
         self._token = None
 
     def snapshots(self) -> list[BackendSnapshot]:
@@ -118,6 +162,8 @@ class Workbench:
         backend.trip_breaker()
 
     async def aclose(self) -> None:
+        if self._key_fetch is not None:
+            self._key_fetch.cancel()
         for _, b in self._cloud.values():
             await b.aclose()
         self._cloud = {}

@@ -241,6 +241,7 @@ class WorkbenchApp(App[int]):
 
 
 def run_app(config_path: str | None = None) -> int:
+    import os
     import sys
 
     from router.config import ConfigError, load_config
@@ -254,6 +255,9 @@ def run_app(config_path: str | None = None) -> int:
         return 1
     log_file = config.engine.data_dir / "workbench.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    # Private like the database next to it, also when an older run left it 0644.
+    os.close(os.open(log_file, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
+    os.chmod(log_file, 0o600)
     # Nothing may print over the TUI: logs (ours, uvicorn's, httpx's) go to a file.
     logging.basicConfig(filename=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app.run()

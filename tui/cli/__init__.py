@@ -36,4 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from router.database import StoreError
+
+        if not isinstance(exc, StoreError):  # a database error is one line, anything else a bug report
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
