@@ -66,3 +66,14 @@ async def listener(workbench):
     await lst.start()
     yield lst
     await lst.stop()
+
+
+@pytest.fixture(scope="session")
+def agent_clis() -> dict[str, Path]:
+    """Claude Code and Codex, pinned, from npm into .cache/npm-agents (installed on first use)."""
+    from tests.agents.clis import CLIUnavailable, install_clis
+
+    try:
+        return install_clis()
+    except CLIUnavailable as exc:
+        pytest.fail(str(exc))
