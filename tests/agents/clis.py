@@ -15,6 +15,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 PACKAGES = {"claude": ("@anthropic-ai/claude-code", "2.1.328"), "codex": ("@openai/codex", "0.171.0")}
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def install_clis() -> dict[str, Path]:
         if done.returncode != 0:
             raise CLIUnavailable(f"npm install {' '.join(wanted)} failed: {done.stderr.strip()[-2000:]}")
     bins = {name: PREFIX / "node_modules" / ".bin" / name for name in PACKAGES}
-    for name, path in bins.items():
+    for path in bins.values():
         if not path.exists():
             raise CLIUnavailable(f"{path} is missing after npm install")
     return bins
@@ -65,7 +66,7 @@ class Trap:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agent-trap-proxy", daemon=True)
 
-    def __enter__(self) -> "Trap":
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("trap proxy did not start")

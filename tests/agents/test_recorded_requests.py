@@ -26,14 +26,13 @@ async def replay(listener, name: str, model: str, **changes: Any) -> tuple[int, 
     body = {**copy.deepcopy(rec["body"]), "model": model, **changes}
     url = listener.url + rec["path"] + (f"?{rec['query']}" if rec["query"] else "")
     headers = {**rec["headers"], "x-api-key": "unused", "authorization": "Bearer unused"}
-    async with httpx.AsyncClient(timeout=120) as client:
-        async with client.stream("POST", url, json=body, headers=headers) as resp:
-            if resp.status_code != 200:
-                await resp.aread()
-                return resp.status_code, [(None, resp.json())]
-            assert resp.headers["content-type"].startswith("text/event-stream")
-            events = [(e.event, json.loads(e.data)) async for e in aiter_sse(resp.aiter_lines())
-                      if e.data != "[DONE]"]
+    async with httpx.AsyncClient(timeout=120) as client, client.stream("POST", url, json=body,
+                                                                        headers=headers) as resp:
+        if resp.status_code != 200:
+            await resp.aread()
+            return resp.status_code, [(None, resp.json())]
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        events = [(e.event, json.loads(e.data)) async for e in aiter_sse(resp.aiter_lines()) if e.data != "[DONE]"]
     return 200, events
 
 
