@@ -74,3 +74,18 @@ async def test_claude_code_requests_through_an_anthropic_upstream_go_as_they_cam
     assert status == 200 and anthropic_text(events) == "Hello from fake anthropic"
     [sent] = [r for r in fake_upstream.requests if r.path == ANTHROPIC_PATH]
     assert sent.json == {**recorded(name)["body"], "model": "claude-real"}
+
+
+async def test_claude_code_gets_the_anthropic_upstreams_thinking_blocks_with_their_signatures(
+        listener, fake_upstream) -> None:
+    from tests.fixtures.fake_upstream import Reply
+    from tests.protocol.test_anthropic_clients import THINKING_STREAM
+
+    fake_upstream.script(ANTHROPIC_PATH, Reply(stream=THINKING_STREAM))
+    status, events = await replay(listener, "claude_code_first_turn", "agent-anthropic")
+    assert status == 200
+    blocks = [obj["content_block"]["type"] for name, obj in events if name == "content_block_start"]
+    assert blocks == ["thinking", "redacted_thinking", "tool_use"]
+    deltas = [obj["delta"] for name, obj in events if name == "content_block_delta"]
+    assert {"type": "signature_delta", "signature": "sig-1"} in deltas
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
