@@ -104,7 +104,7 @@ def _input_messages(raw: Any) -> list[Message]:
             raise bad(where, "must be an object")
         kind = item.get("type", "message")
         if kind == "message":
-            role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
+            role = _ROLES.get(item["role"]) if isinstance(item.get("role"), str) else None
             if role is None:
                 raise bad(f"{where}.role", f"must be user, assistant, system or developer (got {item.get('role')!r})")
             text, attachments = _parts(item.get("content"), f"{where}.content")

@@ -212,3 +212,22 @@ async def test_thinking_collected_and_rendered_in_a_whole_message():
                                    {"type": "redacted_thinking", "data": "opaque"}]
     assert body["content"][2]["type"] == "tool_use" and body["stop_reason"] == "tool_use"
     assert response_from_anthropic(body).thinking == result.thinking
+
+
+@pytest.mark.parametrize("junk", [[], {}, 3, None, True, "x"])
+def test_junk_anywhere_in_an_anthropic_request_is_a_400_or_passed_through_never_a_crash(junk):
+    base = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    for field in ["system", "messages", "tools", "tool_choice", "thinking", "metadata", "stop_sequences", "top_k"]:
+        try:
+            request_from_anthropic({**base, field: junk})
+        except RejectedError as exc:
+            assert exc.status == 400
+    blocks = [{"type": "text", "text": junk}, {"type": "image", "source": junk},
+              {"type": "tool_result", "tool_use_id": "t", "content": junk}, {"type": junk},
+              {"type": "document", "source": {"type": junk}}]
+    for role in ["user", "assistant", "system", junk]:
+        for block in blocks:
+            try:
+                request_from_anthropic({**base, "messages": [{"role": role, "content": [block]}]})
+            except RejectedError as exc:
+                assert exc.status == 400

@@ -224,3 +224,23 @@ def test_failure_after_the_start_is_response_failed_with_the_partial_output():
     assert failed.status == "failed" and "stream cut" in failed.error.message
     assert failed.output[0].status == "incomplete"
     assert enc.finish() == [] and enc.error_events(UnavailableError("again")) == []
+
+
+@pytest.mark.parametrize("junk", [[], {}, 3, None, True])
+def test_junk_in_any_field_is_a_400_never_a_crash(junk):
+    fields = ["model", "input", "instructions", "tools", "tool_choice", "max_output_tokens", "temperature", "top_p",
+              "stream", "store", "previous_response_id"]
+    base = {"model": "m", "input": [{"role": "user", "content": "x"}]}
+    for field in fields:
+        try:
+            request_from_responses({**base, field: junk})
+        except RejectedError as exc:
+            assert exc.status == 400
+    for item_field in ["role", "content", "type", "call_id", "name", "arguments", "output"]:
+        for kind in ["message", "function_call", "function_call_output"]:
+            item = {"type": kind, "role": "user", "content": "x", "call_id": "c", "name": "f", "output": "o",
+                    item_field: junk}
+            try:
+                request_from_responses({"model": "m", "input": [item]})
+            except RejectedError as exc:
+                assert exc.status == 400
