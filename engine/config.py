@@ -52,9 +52,12 @@ class EngineConfig:
     # Sequences decoding together per model (config key max_batch, MLXWB_MAX_BATCH); more wait in
     # a priority queue, and high-priority requests may use a small overflow above it.
     max_batch: int = 8
-    # Prompt tokens read per generation step, shared by the prompts being read: bounds how long
-    # the other streams wait for their next token, and how long a cancelled prompt keeps the thread.
-    prefill_step_tokens: int = 256
+    # Seconds of prompt reading per generation step, shared by the prompts being read (chunk sizes
+    # follow the measured speed): bounds how long the other streams wait for their next token and
+    # how long a cancelled prompt keeps the thread.
+    prefill_step_s: float = 0.2
+    # A fixed prompt chunk in tokens instead (0: follow prefill_step_s); tests use it.
+    prefill_chunk_tokens: int = 0
 
     @property
     def models_dir(self) -> Path:

@@ -102,7 +102,8 @@ class LocalEngine:
         self._catalog = ModelCatalog(config, backend=self.name)
         cache = PromptCacheStore(config.prompt_cache_bytes)
         self._worker = MLXWorker(prompt_cache=cache, max_batch=config.max_batch,
-                                 prefill_step_tokens=config.prefill_step_tokens,
+                                 prefill_step_s=config.prefill_step_s,
+                                 prefill_chunk_tokens=config.prefill_chunk_tokens,
                                  cache_room=lambda: self._manager.cache_room())
         self._manager = ModelManager(config, busy=self._worker.busy, prompt_cache=cache,
                                      on_unload=self._worker.drop_model)

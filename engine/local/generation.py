@@ -32,11 +32,12 @@ from engine.types import CancelledError, UnavailableError
 
 log = logging.getLogger(__name__)
 
-# Prompt tokens read per step, shared by the prompts being read at that step; each gets at least
-# MIN_CHUNK_TOKENS. Bounds how long one step takes, so how long the other streams wait for their
-# next token and how long a cancelled request keeps the thread.
-DEFAULT_PREFILL_STEP_TOKENS = 256
-MIN_CHUNK_TOKENS = 32
+# Prompt chunk sizes. A step reads one chunk of every prompt being read; the size is picked so the
+# step takes about `prefill_step_s`, from the measured seconds per prompt token of that model (CPU
+# and Metal differ by two orders of magnitude, and long contexts cost more per token). Powers of
+# two keep the number of distinct shapes (kernel compilations on Metal) small.
+CHUNK_SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048)
+FIRST_CHUNK = 64  # before anything is measured
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class GenerationHandle:
         # Written by the MLX thread only; read by tests and the engine.
         self.prefill_chunks = 0
         self.admitted = False
+        # Called on the MLX thread after each prompt chunk with the chunks read so far; must not
+        # block (it may set `cancelled`: the request then leaves before the next chunk).
+        self.on_prefill_chunk: Callable[[int], None] | None = None
 
     def deliver(self, item: Any) -> None:
         """Called on the MLX thread."""
@@ -139,6 +143,7 @@ class _Active:
     cached_tokens: int = 0
     prefilled: bool = False
     prefill_chunks: int = 0
+    read_tokens: int = 0
     text: str = ""
     sent: int = 0
     tokens: int = 0
@@ -188,7 +193,7 @@ class MLXWorker:
     """Owns the MLX thread. Jobs are plain callables run in submission order between steps."""
 
     def __init__(self, name: str = "mlx", *, prompt_cache: PromptCacheStore | None = None,
-                 max_batch: int = 8, prefill_step_tokens: int = DEFAULT_PREFILL_STEP_TOKENS,
+                 max_batch: int = 8, prefill_step_s: float = 0.2, prefill_chunk_tokens: int = 0,
                  cache_room: Callable[[], int] | None = None) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._batches: dict[str, _Batch] = {}
@@ -198,7 +203,9 @@ class MLXWorker:
         self._stopped = False
         self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCacheStore(0)
         self.max_batch = max(1, max_batch)
-        self.prefill_step_tokens = max(MIN_CHUNK_TOKENS, prefill_step_tokens)
+        self.prefill_step_s = prefill_step_s
+        self.prefill_chunk_tokens = max(0, prefill_chunk_tokens)
+        self._s_per_token: dict[str, float] = {}  # measured prefill speed per model
         # Bytes the stored caches may take besides the models (the memory budget's share).
         self._cache_room = cache_room or (lambda: 1 << 62)
         self._max_seen: dict[str, int] = {}
@@ -269,9 +276,11 @@ class MLXWorker:
         from mlx_lm.generate import BatchGenerator
 
         places = self.max_batch + high_overflow(self.max_batch)
+        # prefill_step_size is set before every step (_chunk_size); the largest value here keeps the
+        # prompt batch from splitting a chunk again inside one step.
         return BatchGenerator(model, stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
                               prefill_batch_size=places, completion_batch_size=places,
-                              prefill_step_size=self.prefill_step_tokens)
+                              prefill_step_size=max(CHUNK_SIZES[-1], self.prefill_chunk_tokens))
 
     def drop_model(self, model_id: str) -> None:
         """Forget the model's batch and caches (before or after unloading it); its requests end
@@ -329,13 +338,18 @@ class MLXWorker:
         self._publish()
 
     def _drop_cancelled(self, batch: _Batch) -> None:
-        for sub in batch.queue.remove_if(lambda s: s.handle.cancelled.is_set()):
+        waiting = batch.queue.remove_if(lambda s: s.handle.cancelled.is_set())
+        if waiting:
+            self._publish()
+        for sub in waiting:
             sub.handle.deliver(CancelledError("generation cancelled"))
         cancelled = [uid for uid, a in batch.active.items() if a.handle.cancelled.is_set()]
         if cancelled:
             batch.generator.remove(cancelled)
-            for uid in cancelled:
-                batch.active.pop(uid).handle.deliver(CancelledError("generation cancelled"))
+            gone = [batch.active.pop(uid) for uid in cancelled]
+            self._publish()
+            for act in gone:
+                act.handle.deliver(CancelledError("generation cancelled"))
 
     def _admit(self, model_id: str, batch: _Batch) -> None:
         now = time.perf_counter()
@@ -359,10 +373,20 @@ class MLXWorker:
             received=sub.handle.received, admitted=now, load_s=sub.load_s, cached_tokens=hit.cached,
         )
 
+    def _chunk_size(self, model_id: str, reading: int) -> int:
+        if self.prefill_chunk_tokens:
+            return self.prefill_chunk_tokens
+        per_token = self._s_per_token.get(model_id)
+        if per_token is None:
+            return FIRST_CHUNK
+        want = self.prefill_step_s / per_token / max(1, reading)
+        return max((c for c in CHUNK_SIZES if c <= want), default=CHUNK_SIZES[0])
+
     def _step(self, model_id: str, batch: _Batch) -> None:
         gen = batch.generator
         reading = sum(1 for a in batch.active.values() if not a.prefilled)
-        gen.prefill_step_size = max(MIN_CHUNK_TOKENS, self.prefill_step_tokens // max(1, reading))
+        gen.prefill_step_size = self._chunk_size(model_id, reading)
+        started = time.perf_counter()
         try:
             prompt_responses, responses = gen.next()
         except Exception as exc:  # one failing step must not kill the thread for every model
@@ -374,18 +398,29 @@ class MLXWorker:
             for sub in batch.queue.items():
                 sub.handle.deliver(UnavailableError(f"generation failed: {type(exc).__name__}: {exc}"))
             return
+        elapsed = time.perf_counter() - started
         self._counts["steps"] += 1
-        chunks = 0
+        chunks = read = 0
         for pr in prompt_responses:
             act = batch.active.get(pr.uid)
             if act is None:
                 continue
             if pr.end_of_prompt:
                 act.prefilled = True
-            else:
-                chunks += 1
-                act.prefill_chunks += 1
-                act.handle.prefill_chunks = act.prefill_chunks
+                continue
+            chunks += 1
+            read += pr.progress[0] - act.read_tokens
+            act.read_tokens = pr.progress[0]
+            act.prefill_chunks += 1
+            act.handle.prefill_chunks = act.prefill_chunks
+            if act.handle.on_prefill_chunk is not None:
+                act.handle.on_prefill_chunk(act.prefill_chunks)
+        if read > 0:
+            # The step's time over the prompt tokens it read (the decode step it also ran for the
+            # others is counted in: this errs towards smaller chunks).
+            measured = elapsed / read
+            known = self._s_per_token.get(model_id)
+            self._s_per_token[model_id] = measured if known is None else (known + measured) / 2
         self._counts["prefill_chunks"] += chunks
         if chunks and responses:
             self._counts["interleaved_steps"] += 1
@@ -393,6 +428,7 @@ class MLXWorker:
 
     def _take_tokens(self, model_id: str, batch: _Batch, responses: list[Any]) -> None:
         now = time.perf_counter()
+        finals: list[tuple[_Active, str]] = []
         stopped_by_text: list[_Active] = []
         for r in responses:
             act = batch.active.get(r.uid)
@@ -411,9 +447,8 @@ class MLXWorker:
                 if r.token in act.eos:
                     act.tokens -= 1  # the end-of-turn token is not part of the answer
                 batch.active.pop(r.uid, None)
-                # Cache first, so that whoever reads the final chunk finds the cache in memory().
                 self._keep_cache(model_id, r.all_tokens, r.prompt_cache)
-                self._emit(act, final=True, reason="stop" if r.finish_reason == "stop" else "length")
+                finals.append((act, "stop" if r.finish_reason == "stop" else "length"))
             elif self._emit(act, final=False, reason=None):
                 stopped_by_text.append(act)
                 batch.active.pop(r.uid, None)
@@ -422,8 +457,13 @@ class MLXWorker:
                                           return_prompt_caches=self.prompt_cache.enabled)
             for cache, tokens in kept.values():
                 self._keep_cache(model_id, tokens, cache)
-            for act in stopped_by_text:
-                self._finish(act, "stop")
+        if finals or stopped_by_text:
+            # Publish first: whoever reads a final chunk finds its place free and its cache kept.
+            self._publish()
+        for act, reason in finals:
+            self._emit(act, final=True, reason=reason)
+        for act in stopped_by_text:
+            self._finish(act, "stop")
 
     def _keep_cache(self, model_id: str, tokens: list[int] | None, cache: list[Any] | None) -> None:
         """Store a finished sequence's cache (it holds exactly `tokens`) for the next turn."""
