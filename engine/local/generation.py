@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 # step takes about `prefill_step_s`, from the measured seconds per prompt token of that model (CPU
 # and Metal differ by two orders of magnitude, and long contexts cost more per token). Powers of
 # two keep the number of distinct shapes (kernel compilations on Metal) small.
-CHUNK_SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048)
-FIRST_CHUNK = 64  # before anything is measured
+CHUNK_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+FIRST_CHUNK = 16  # before anything is measured: small, so that the first step is short everywhere
 
 
 @dataclass(frozen=True)
@@ -416,6 +416,7 @@ class MLXWorker:
             if act.handle.on_prefill_chunk is not None:
                 act.handle.on_prefill_chunk(act.prefill_chunks)
         if read > 0:
+            log.debug("%s: read %d prompt tokens (chunk %d) in %.3f s", model_id, read, gen.prefill_step_size, elapsed)
             # The step's time over the prompt tokens it read (the decode step it also ran for the
             # others is counted in: this errs towards smaller chunks).
             measured = elapsed / read

@@ -161,12 +161,12 @@ async def test_adaptive_chunks_follow_the_measured_speed(tiny_models_dir: Path, 
     eng = engine_for(tiny_models_dir, tmp_path, prefill_chunk_tokens=0, prefill_step_s=0.2)
     try:
         worker = eng._worker
-        assert worker._chunk_size(MODEL, 1) == 64  # nothing measured yet
+        assert worker._chunk_size(MODEL, 1) == 16  # nothing measured yet
         worker._s_per_token[MODEL] = 0.001
         assert worker._chunk_size(MODEL, 1) == 128  # 0.2 s / 1 ms = 200 tokens -> 128
         assert worker._chunk_size(MODEL, 4) == 32  # shared by four prompts being read
         worker._s_per_token[MODEL] = 0.1
-        assert worker._chunk_size(MODEL, 1) == 16  # never below the smallest chunk
+        assert worker._chunk_size(MODEL, 1) == 8  # never below the smallest chunk
         worker._s_per_token[MODEL] = 1e-6
         assert worker._chunk_size(MODEL, 1) == 2048
         await collect(eng.stream(ask(await long_text(eng, 300))))

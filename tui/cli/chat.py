@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any, AsyncIterator, Callable, TextIO
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TextIO
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,29 +43,35 @@ async def _chat(args: argparse.Namespace) -> int:
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt)]
+    # The person at the terminal: a model may be named by its path, and they never wait behind
+    # the listener's clients.
     request = ChatRequest(model=args.model, messages=messages, max_tokens=args.max_tokens,
-                          temperature=args.temperature, seed=args.seed, metadata={"front_end": "cli"})
+                          temperature=args.temperature, seed=args.seed, metadata={"front_end": "cli"},
+                          allow_model_paths=True, priority="high")
+    from router.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     closers = []
     try:
         if args.local:
-            from engine.config import EngineConfig
             from engine.local.engine import LocalEngine
 
-            engine = LocalEngine(EngineConfig())
+            engine = LocalEngine(config.engine)
             closers.append(engine.aclose)
             streamer = engine.stream
         else:
-            from router.config import load_config
             from router.workbench import Workbench
 
-            wb = Workbench.open(load_config(args.config))
+            wb = Workbench.open(config)
             closers.append(wb.aclose)
             streamer = lambda req: wb.router.route(req, front_end="cli")  # noqa: E731
         final = await stream_answer(streamer, request, sys.stdout)
         if final is not None and final.usage is not None and sys.stderr.isatty():
-            u = final.usage
-            print(f"[{final.backend}/{final.model}: {u.completion_tokens} tokens"
-                  + (f", {u.tokens_per_s:.1f} tok/s" if u.tokens_per_s else "") + "]", file=sys.stderr)
+            print(answer_line(final), file=sys.stderr)
         return 0
     except EngineError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
@@ -72,6 +79,21 @@ async def _chat(args: argparse.Namespace) -> int:
     finally:
         for close in closers:
             await close()
+
+
+def answer_line(final: Any) -> str:
+    """The line under an answer: who answered, how much, how fast, and any wait worth saying."""
+    u = final.usage
+    parts = [f"{final.backend}/{final.model}: {u.completion_tokens} tokens"]
+    if u.tokens_per_s:
+        parts.append(f"{u.tokens_per_s:.1f} tok/s")
+    if u.ttft_s is not None:
+        parts.append(f"first token after {u.ttft_s:.2f} s")
+    if u.load_s and u.load_s > 0.1:
+        parts.append(f"loaded {final.model} in {u.load_s:.1f} s")
+    if u.queued_s and u.queued_s > 0.1:
+        parts.append(f"queued {u.queued_s:.1f} s")
+    return "[" + ", ".join(parts) + "]"
 
 
 def _run(args: argparse.Namespace) -> int:
