@@ -26,18 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.local.pacing import MAX_CHUNK, PrefillPacer
 from engine.local.prompt_cache import PromptCacheStore
 from engine.local.scheduler import AdmissionQueue, high_overflow
 from engine.types import CancelledError, UnavailableError
 
 log = logging.getLogger(__name__)
 
-# Prompt chunk sizes. A step reads one chunk of every prompt being read; the size is picked so the
-# step takes about `prefill_step_s`, from the measured seconds per prompt token of that model (CPU
-# and Metal differ by two orders of magnitude, and long contexts cost more per token). Powers of
-# two keep the number of distinct shapes (kernel compilations on Metal) small.
-CHUNK_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-FIRST_CHUNK = 16  # before anything is measured: small, so that the first step is short everywhere
 
 
 @dataclass(frozen=True)
@@ -144,6 +139,7 @@ class _Active:
     prefilled: bool = False
     prefill_chunks: int = 0
     read_tokens: int = 0
+    to_read: int = 0  # prompt tokens to prefill (the last one goes in with the first decode step)
     text: str = ""
     sent: int = 0
     tokens: int = 0
@@ -193,7 +189,7 @@ class MLXWorker:
     """Owns the MLX thread. Jobs are plain callables run in submission order between steps."""
 
     def __init__(self, name: str = "mlx", *, prompt_cache: PromptCacheStore | None = None,
-                 max_batch: int = 8, prefill_step_s: float = 0.2, prefill_chunk_tokens: int = 0,
+                 max_batch: int = 8, prefill_step_s: float = 0.25, prefill_chunk_tokens: int = 0,
                  cache_room: Callable[[], int] | None = None) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._batches: dict[str, _Batch] = {}
@@ -203,9 +199,7 @@ class MLXWorker:
         self._stopped = False
         self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCacheStore(0)
         self.max_batch = max(1, max_batch)
-        self.prefill_step_s = prefill_step_s
-        self.prefill_chunk_tokens = max(0, prefill_chunk_tokens)
-        self._s_per_token: dict[str, float] = {}  # measured prefill speed per model
+        self.pacer = PrefillPacer(prefill_step_s, prefill_chunk_tokens)
         # Bytes the stored caches may take besides the models (the memory budget's share).
         self._cache_room = cache_room or (lambda: 1 << 62)
         self._max_seen: dict[str, int] = {}
@@ -276,11 +270,11 @@ class MLXWorker:
         from mlx_lm.generate import BatchGenerator
 
         places = self.max_batch + high_overflow(self.max_batch)
-        # prefill_step_size is set before every step (_chunk_size); the largest value here keeps the
+        # prefill_step_size is set before every step (pacing.py); the largest value here keeps the
         # prompt batch from splitting a chunk again inside one step.
         return BatchGenerator(model, stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
                               prefill_batch_size=places, completion_batch_size=places,
-                              prefill_step_size=max(CHUNK_SIZES[-1], self.prefill_chunk_tokens))
+                              prefill_step_size=max(MAX_CHUNK, self.pacer.fixed_chunk))
 
     def drop_model(self, model_id: str) -> None:
         """Forget the model's batch and caches (before or after unloading it); its requests end
@@ -371,21 +365,14 @@ class MLXWorker:
             handle=sub.handle, uid=uid, model_id=model_id, detok=sub.tokenizer.detokenizer,
             eos=frozenset(sub.tokenizer.eos_token_ids), stops=p.stop, prompt_tokens=len(sub.prompt),
             received=sub.handle.received, admitted=now, load_s=sub.load_s, cached_tokens=hit.cached,
+            to_read=len(hit.rest) - 1,
         )
-
-    def _chunk_size(self, model_id: str, reading: int) -> int:
-        if self.prefill_chunk_tokens:
-            return self.prefill_chunk_tokens
-        per_token = self._s_per_token.get(model_id)
-        if per_token is None:
-            return FIRST_CHUNK
-        want = self.prefill_step_s / per_token / max(1, reading)
-        return max((c for c in CHUNK_SIZES if c <= want), default=CHUNK_SIZES[0])
 
     def _step(self, model_id: str, batch: _Batch) -> None:
         gen = batch.generator
-        reading = sum(1 for a in batch.active.values() if not a.prefilled)
-        gen.prefill_step_size = self._chunk_size(model_id, reading)
+        remaining = [a.to_read - a.read_tokens for a in batch.active.values() if not a.prefilled]
+        gen.prefill_step_size = self.pacer.chunk(model_id, remaining)
+        decoding = any(a.prefilled for a in batch.active.values())
         started = time.perf_counter()
         try:
             prompt_responses, responses = gen.next()
@@ -417,11 +404,7 @@ class MLXWorker:
                 act.handle.on_prefill_chunk(act.prefill_chunks)
         if read > 0:
             log.debug("%s: read %d prompt tokens (chunk %d) in %.3f s", model_id, read, gen.prefill_step_size, elapsed)
-            # The step's time over the prompt tokens it read (the decode step it also ran for the
-            # others is counted in: this errs towards smaller chunks).
-            measured = elapsed / read
-            known = self._s_per_token.get(model_id)
-            self._s_per_token[model_id] = measured if known is None else (known + measured) / 2
+        self.pacer.record(model_id, elapsed, read, decoded=decoding and bool(responses))
         self._counts["prefill_chunks"] += chunks
         if chunks and responses:
             self._counts["interleaved_steps"] += 1

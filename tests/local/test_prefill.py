@@ -17,6 +17,7 @@ import pytest
 from engine.config import EngineConfig
 from engine.local.engine import LocalEngine, render_prompt
 from engine.local.generation import Finished, GenerationHandle, GenParams, Submission
+from engine.local.pacing import PrefillPacer
 from engine.types import CancelledError, ChatRequest, EngineError, Message, collect
 
 MODEL = "tiny-llama-mlx"
@@ -157,20 +158,30 @@ async def test_closing_the_stream_cancels_a_request_still_in_its_prompt(engine: 
     assert engine._worker.snapshot().running == 0
 
 
-async def test_adaptive_chunks_follow_the_measured_speed(tiny_models_dir: Path, tmp_path: Path) -> None:
-    eng = engine_for(tiny_models_dir, tmp_path, prefill_chunk_tokens=0, prefill_step_s=0.2)
+def test_chunks_follow_the_measured_speed() -> None:
+    pacer = PrefillPacer(step_s=0.2)
+    assert pacer.chunk(MODEL, [1000]) == 16  # nothing measured yet: a small first chunk
+    pacer.record(MODEL, elapsed=0.2, read=200, decoded=False)  # 1 ms per token
+    assert pacer.chunk(MODEL, [1000]) == 192  # 0.2 s worth, in a multiple of 16
+    assert pacer.chunk(MODEL, [1000, 1000, 1000, 1000]) == 48  # shared by four prompts being read
+    assert pacer.chunk(MODEL, [250]) == 250  # a rest that fits in 1.5 chunks is read in one step
+    pacer.record(MODEL, elapsed=0.05, read=0, decoded=True)  # a decode step takes 50 ms
+    pacer.record(MODEL, elapsed=0.25, read=200, decoded=True)  # 0.2 s of reading after the decode
+    assert pacer.s_per_token[MODEL] == pytest.approx(0.001)
+    slow = PrefillPacer(step_s=0.2)
+    slow.record(MODEL, elapsed=1.0, read=10, decoded=False)
+    assert slow.chunk(MODEL, [1000]) == 8  # never below the smallest chunk
+    fast = PrefillPacer(step_s=0.2)
+    fast.record(MODEL, elapsed=0.001, read=2000, decoded=False)
+    assert fast.chunk(MODEL, [10**6]) == 2048
+    assert PrefillPacer(fixed_chunk=32).chunk(MODEL, [1000]) == 32
+
+
+async def test_the_engine_measures_its_prefill_speed(tiny_models_dir: Path, tmp_path: Path) -> None:
+    eng = engine_for(tiny_models_dir, tmp_path, prefill_chunk_tokens=0)
     try:
-        worker = eng._worker
-        assert worker._chunk_size(MODEL, 1) == 16  # nothing measured yet
-        worker._s_per_token[MODEL] = 0.001
-        assert worker._chunk_size(MODEL, 1) == 128  # 0.2 s / 1 ms = 200 tokens -> 128
-        assert worker._chunk_size(MODEL, 4) == 32  # shared by four prompts being read
-        worker._s_per_token[MODEL] = 0.1
-        assert worker._chunk_size(MODEL, 1) == 8  # never below the smallest chunk
-        worker._s_per_token[MODEL] = 1e-6
-        assert worker._chunk_size(MODEL, 1) == 2048
         await collect(eng.stream(ask(await long_text(eng, 300))))
-        assert MODEL in worker._s_per_token and worker._s_per_token[MODEL] > 0
+        assert eng._worker.pacer.s_per_token[MODEL] > 0
     finally:
         await eng.aclose()
 

@@ -1,0 +1,136 @@
+"""Prompt cache and cancellation on the demo model, through LocalEngine.
+
+    .venv/bin/python bench/multiturn.py [--turns 8] [--answer-tokens 80] [--long-tokens 3000]
+
+1. An 8-turn conversation, each turn sent whole (as every front end does), to an engine with the
+   prompt cache and to one without (prompt_cache_bytes=0), alternating which goes first. Prints
+   TTFT per turn (from the request reaching the engine), the prompt tokens and how many came from
+   the cache. Target: turn-8 TTFT within 1.5x of turn 1 with the cache.
+2. A long prompt is cancelled while its prefill runs: the time until the MLX thread is free
+   (cancel-to-free, target < 0.5 s), and, in a second run, the time from the cancel until a short
+   request sent at the same moment gets its first token, next to that request's TTFT on an idle
+   engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.config import EngineConfig  # noqa: E402
+from engine.local.demo import demo_path  # noqa: E402
+from engine.local.engine import LocalEngine  # noqa: E402
+from engine.types import ChatRequest, ChatResult, Chunk, Message, collect  # noqa: E402
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Tell me about its history in a few sentences.",
+    "What are the most famous museums there?",
+    "Which one should I visit first, and why?",
+    "How do I get there from the airport?",
+    "What food should I try nearby?",
+    "Suggest a plan for one day in the city.",
+    "Summarise everything we talked about.",
+]
+SHORT = "What is the capital of Italy?"
+
+
+def request(messages: list[Message], tokens: int) -> ChatRequest:
+    return ChatRequest(model="demo", messages=messages, temperature=0, max_tokens=tokens)
+
+
+async def conversation(cached: LocalEngine, plain: LocalEngine, turns: int, tokens: int) -> list[tuple]:
+    messages: list[Message] = []
+    rows = []
+    for turn in range(turns):
+        messages.append(Message("user", QUESTIONS[turn % len(QUESTIONS)]))
+        order = (cached, plain) if turn % 2 == 0 else (plain, cached)
+        results: dict[int, ChatResult] = {}
+        for engine in order:
+            results[id(engine)] = await collect(engine.stream(request(list(messages), tokens)))
+        with_cache, without = results[id(cached)], results[id(plain)]
+        same = with_cache.text == without.text
+        rows.append((turn + 1, with_cache.usage.prompt_tokens, with_cache.usage.cached_tokens,
+                     with_cache.usage.ttft_s, without.usage.ttft_s, same))
+        messages.append(Message("assistant", with_cache.text))
+    return rows
+
+
+async def first_chunk(stream: object) -> float:
+    async for chunk in stream:  # type: ignore[attr-defined]
+        assert isinstance(chunk, Chunk)
+        if chunk.text or chunk.finish_reason:
+            return time.perf_counter()
+    return time.perf_counter()
+
+
+async def cancel_runs(engine: LocalEngine, long_tokens: int, reps: int) -> tuple[list[float], list[float], float]:
+    words = " ".join(f"word{i % 97}" for i in range(long_tokens // 3))
+    long_request = request([Message("user", f"Repeat this back: {words}")], 16)
+    idle = [(await collect(engine.stream(request([Message("user", SHORT)], 8)))).usage.ttft_s or 0.0
+            for _ in range(2)]
+    to_free, to_token = [], []
+    for _ in range(reps):
+        for with_short in (False, True):
+            victim = asyncio.create_task(collect(engine.stream(long_request)))
+            await asyncio.sleep(1.0)  # well into its prefill
+            assert engine.snapshot().running == 1, "the long prompt is not running"
+            cancelled_at = time.perf_counter()
+            victim.cancel()
+            if with_short:
+                first = await first_chunk(engine.stream(request([Message("user", SHORT)], 8)))
+                to_token.append(first - cancelled_at)
+            else:
+                while engine.snapshot().running:
+                    await asyncio.sleep(0.002)
+                to_free.append(time.perf_counter() - cancelled_at)
+            try:
+                await victim
+            except asyncio.CancelledError:
+                pass
+    return to_free, to_token, statistics.median(idle)
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--turns", type=int, default=8)
+    ap.add_argument("--answer-tokens", type=int, default=80)
+    ap.add_argument("--long-tokens", type=int, default=3000)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    if demo_path(EngineConfig()) is None:
+        print("demo model missing: run `mlx-workbench models fetch-demo`", file=sys.stderr)
+        return 1
+    cached = LocalEngine(EngineConfig(scan_hf_cache=False))
+    plain = LocalEngine(EngineConfig(scan_hf_cache=False, prompt_cache_bytes=0))
+    try:
+        await cached.load("demo")
+        await plain.load("demo")
+        print(f"blas: {cached.memory().blas}")
+        rows = await conversation(cached, plain, args.turns, args.answer_tokens)
+        print(f"{'turn':>4}{'prompt':>8}{'cached':>8}{'TTFT cache s':>14}{'TTFT no cache s':>17}  same answer")
+        for turn, prompt, hit, t_cache, t_plain, same in rows:
+            print(f"{turn:>4}{prompt:>8}{hit or 0:>8}{t_cache:>14.3f}{t_plain:>17.3f}  {same}")
+        first, last = rows[0], rows[-1]
+        print(f"turn {last[0]} / turn 1 TTFT: with cache {last[3] / first[3]:.2f}x (target <= 1.5x), "
+              f"without {last[4] / first[4]:.2f}x; cache {cached.memory().prompt_cache_bytes / 2**20:.1f} MiB")
+        await plain.aclose()
+        to_free, to_token, idle = await cancel_runs(cached, args.long_tokens, args.reps)
+        print(f"cancel a ~{args.long_tokens}-token prefill after 1 s, {args.reps} runs:")
+        print(f"  cancel-to-free: median {statistics.median(to_free):.3f} s, max {max(to_free):.3f} s (target < 0.5 s)")
+        print(f"  cancel-to-first-token of a short request: median {statistics.median(to_token):.3f} s, "
+              f"max {max(to_token):.3f} s; its TTFT on an idle engine: {idle:.3f} s")
+    finally:
+        await cached.aclose()
+        await plain.aclose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
