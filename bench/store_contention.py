@@ -1,7 +1,10 @@
 """Three processes writing one database at once: failed writes, lost writes, and how long a
 request-log write holds the event loop.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/store_contention.py [--writes 200]
+    PYTHONPATH=$PWD .venv/bin/python bench/store_contention.py [--writes 200] [--sync-log]
+
+(The children run in a temporary folder, so PYTHONPATH alone picks the code under test: point it
+at another checkout to measure that one.)
 
 Each process starts at the same moment and does N rounds of: add a rule, then log one request
 from inside an asyncio loop. A write that raises is counted as failed (and "locked" if the
@@ -85,10 +88,10 @@ def main() -> None:
         db = Path(tmp) / "wb.db"
         go = Path(tmp) / "go"
         subprocess.run([sys.executable, "-c", "import sys; from router.store import Store; Store.open(sys.argv[1]).close()",
-                        str(db)], check=True)
+                        str(db)], check=True, cwd=tmp)
         procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(db), f"p{i}", str(args.writes), str(go),
                                    "sync" if args.sync_log else "later"],
-                                  stdout=subprocess.PIPE, text=True) for i in range(args.processes)]
+                                  stdout=subprocess.PIPE, text=True, cwd=tmp) for i in range(args.processes)]
         time.sleep(1.5)  # let every interpreter finish its imports and wait on the start file
         go.touch()
         results = [json.loads(p.communicate()[0]) for p in procs]

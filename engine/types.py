@@ -140,10 +140,25 @@ class ToolCallDelta:
     arguments: str = ""  # a fragment of the JSON arguments text
 
 
+@dataclass(frozen=True)
+class ThinkingDelta:
+    """A piece of a reasoning block; pieces with the same index belong together.
+
+    `signature` (and `redacted`, an encrypted block) are Anthropic's opaque proofs: a client must
+    send the block back with them, verbatim, on its next turn when it used tools.
+    """
+
+    index: int
+    text: str = ""
+    signature: str = ""
+    redacted: str | None = None
+
+
 @dataclass
 class Chunk:
     text: str = ""
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    thinking: list[ThinkingDelta] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     # Which backend and model produced the chunk (set by the backend; the router keeps it).
@@ -161,12 +176,15 @@ class ChatResult:
     tool_calls: list[ToolCall] = field(default_factory=list)
     backend: str | None = None
     model: str | None = None
+    # Whole reasoning blocks, in order (each delta holds a block's full text and signature).
+    thinking: list[ThinkingDelta] = field(default_factory=list)
 
 
 async def collect(chunks: AsyncIterator[Chunk]) -> ChatResult:
     """Fold a chunk stream into one result; an error chunk is raised as its error."""
     text: list[str] = []
     calls: dict[int, dict[str, str]] = {}
+    thoughts: dict[int, ThinkingDelta] = {}
     finish: FinishReason | None = None
     usage = Usage()
     backend = model = None
@@ -179,6 +197,10 @@ async def collect(chunks: AsyncIterator[Chunk]) -> ChatResult:
             slot["id"] = d.id or slot["id"]
             slot["name"] = d.name or slot["name"]
             slot["arguments"] += d.arguments
+        for t in c.thinking:
+            had = thoughts.get(t.index, ThinkingDelta(t.index))
+            thoughts[t.index] = ThinkingDelta(t.index, had.text + t.text, had.signature + t.signature,
+                                              t.redacted if t.redacted is not None else had.redacted)
         finish = c.finish_reason or finish
         usage = c.usage or usage
         backend = c.backend or backend
@@ -190,6 +212,7 @@ async def collect(chunks: AsyncIterator[Chunk]) -> ChatResult:
         tool_calls=[ToolCall(**calls[i]) for i in sorted(calls)],
         backend=backend,
         model=model,
+        thinking=[thoughts[i] for i in sorted(thoughts)],
     )
 
 

@@ -302,10 +302,10 @@ class Store:
     def writer(self) -> Writer[Store]:
         """This store's single writer thread (started on first use, stopped by close())."""
         if self._writer is None:
-            opts = {"log_prompts": self.log_prompts, "max_rows": self.max_rows, "max_age_days": self.max_age_days,
-                    "policy": self.policy}
-            path = self.path
-            self._writer = Writer(lambda: Store.attach(path, **opts), name=f"store-writer {path.name}")
+            opts: dict[str, Any] = {"log_prompts": self.log_prompts, "max_rows": self.max_rows,
+                                    "max_age_days": self.max_age_days}
+            path, policy, attach = self.path, self.policy, type(self).attach
+            self._writer = Writer(lambda: attach(path, policy=policy, **opts), name=f"store-writer {path.name}")
         return self._writer
 
     def _written(self) -> None:

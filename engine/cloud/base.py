@@ -523,7 +523,7 @@ class CloudBackend:
         model = result.model or (body.get("model") if isinstance(body, dict) else None) or request.model
         deltas = [ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(result.tool_calls)]
         return [
-            Chunk(text=result.text, tool_calls=deltas, backend=self.name, model=model),
+            Chunk(text=result.text, tool_calls=deltas, thinking=result.thinking, backend=self.name, model=model),
             Chunk(finish_reason=result.finish_reason or "stop", usage=result.usage, backend=self.name, model=model),
         ]
 

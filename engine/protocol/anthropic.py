@@ -16,6 +16,7 @@ from engine.types import (
     FinishReason,
     Message,
     Passthrough,
+    ThinkingDelta,
     ToolCall,
     ToolCallDelta,
     ToolSpec,
@@ -330,11 +331,14 @@ def response_from_anthropic(body: Any) -> ChatResult:
         raise ValueError("message has no content list")
     texts: list[str] = []
     calls: list[ToolCall] = []
+    thinking: list[ThinkingDelta] = []
     for b in body["content"]:
         if b.get("type") == "text":
             texts.append(b.get("text", ""))
         elif b.get("type") == "tool_use":
             calls.append(ToolCall(id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})))
+        elif b.get("type") in ("thinking", "redacted_thinking"):
+            thinking.append(_thinking_of(b, len(thinking)))
     usage = body.get("usage") or {}
     return ChatResult(
         text="".join(texts),
@@ -343,11 +347,24 @@ def response_from_anthropic(body: Any) -> ChatResult:
                     completion_tokens=int(usage.get("output_tokens") or 0)),
         tool_calls=calls,
         model=body.get("model"),
+        thinking=thinking,
     )
 
 
+def _thinking_of(block: dict[str, Any], index: int) -> ThinkingDelta:
+    if block.get("type") == "redacted_thinking":
+        return ThinkingDelta(index, redacted=str(block.get("data") or ""))
+    return ThinkingDelta(index, str(block.get("thinking") or ""), str(block.get("signature") or ""))
+
+
+def _thinking_block(t: ThinkingDelta) -> dict[str, Any]:
+    if t.redacted is not None:
+        return {"type": "redacted_thinking", "data": t.redacted}
+    return {"type": "thinking", "thinking": t.text, "signature": t.signature}
+
+
 def response_to_anthropic(result: ChatResult, *, model: str, id: str) -> dict[str, Any]:
-    content: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] = [_thinking_block(t) for t in result.thinking]
     if result.text or not result.tool_calls:
         content.append({"type": "text", "text": result.text})
     for c in result.tool_calls:
@@ -380,6 +397,7 @@ class AnthropicStreamDecoder:
     def __init__(self) -> None:
         self._input_tokens = 0
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
+        self._thinking_index: dict[int, int] = {}  # content block index -> thinking block index
 
     def feed(self, event: str, obj: dict[str, Any]) -> list[Chunk]:
         if event == "error":
@@ -397,6 +415,9 @@ class AnthropicStreamDecoder:
                 return [Chunk(tool_calls=[ToolCallDelta(index=idx, id=block.get("id"), name=block.get("name"))])]
             if block.get("type") == "text" and block.get("text"):
                 return [Chunk(text=block["text"])]
+            if block.get("type") in ("thinking", "redacted_thinking"):
+                idx = self._thinking_index.setdefault(int(obj.get("index", 0)), len(self._thinking_index))
+                return [Chunk(thinking=[_thinking_of(block, idx)])]
             return []
         if event == "content_block_delta":
             delta = obj.get("delta") or {}
@@ -405,6 +426,10 @@ class AnthropicStreamDecoder:
             if delta.get("type") == "input_json_delta":
                 idx = self._tool_index.setdefault(int(obj.get("index", 0)), len(self._tool_index))
                 return [Chunk(tool_calls=[ToolCallDelta(index=idx, arguments=delta.get("partial_json", ""))])]
+            if delta.get("type") in ("thinking_delta", "signature_delta"):
+                idx = self._thinking_index.setdefault(int(obj.get("index", 0)), len(self._thinking_index))
+                return [Chunk(thinking=[ThinkingDelta(idx, str(delta.get("thinking") or ""),
+                                                      str(delta.get("signature") or ""))])]
             return []
         if event == "message_delta":
             delta = obj.get("delta") or {}
@@ -460,8 +485,21 @@ class AnthropicStreamEncoder:
         self._next_block += 1
         return out
 
+    def _thinking(self, t: ThinkingDelta) -> list[tuple[str, dict[str, Any]]]:
+        if t.redacted is not None:
+            return self._open("redacted", t.index, {"type": "redacted_thinking", "data": t.redacted})
+        out = self._open("thinking", t.index, {"type": "thinking", "thinking": "", "signature": ""})
+        at = {"type": "content_block_delta", "index": self._next_block - 1}
+        if t.text:
+            out.append(("content_block_delta", {**at, "delta": {"type": "thinking_delta", "thinking": t.text}}))
+        if t.signature:
+            out.append(("content_block_delta", {**at, "delta": {"type": "signature_delta", "signature": t.signature}}))
+        return out
+
     def encode(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
         out = self._start()
+        for t in chunk.thinking:
+            out += self._thinking(t)
         if chunk.text:
             out += self._open("text", 0, {"type": "text", "text": ""})
             out.append(("content_block_delta", {"type": "content_block_delta", "index": self._next_block - 1,

@@ -29,8 +29,11 @@ from engine.types import (
 STATELESS = ("this listener is stateless: send the whole conversation in `input` with `store: false` "
              "(previous_response_id and stored responses are not kept)")
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
-# Input items that are the model's own bookkeeping: no text a chat backend could use.
-_IGNORED_ITEMS = ("reasoning", "compaction", "compaction_summary")
+# Input items a chat backend has no use for: the model's own bookkeeping (reasoning, compaction)
+# and the records of hosted tools that only run at OpenAI.
+_IGNORED_ITEMS = ("reasoning", "compaction", "compaction_summary", "web_search_call", "file_search_call",
+                  "image_generation_call", "code_interpreter_call", "mcp_list_tools", "tool_search_call",
+                  "tool_search_output")
 
 
 # ---------------------------------------------------------------- Responses -> canonical
@@ -101,16 +104,17 @@ def _input_messages(raw: Any) -> list[Message]:
             raise bad(where, "must be an object")
         kind = item.get("type", "message")
         if kind == "message":
-            role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
+            role = _ROLES.get(item["role"]) if isinstance(item.get("role"), str) else None
             if role is None:
                 raise bad(f"{where}.role", f"must be user, assistant, system or developer (got {item.get('role')!r})")
             text, attachments = _parts(item.get("content"), f"{where}.content")
             out.append(Message(role=role, content=text, attachments=attachments))  # type: ignore[arg-type]
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
             for key in ("call_id", "name"):
                 if not isinstance(item.get(key), str):
                     raise bad(f"{where}.{key}", "is required")
-            args = item.get("arguments", "{}")
+            # A custom (free-form) tool's input travels as the single argument "input".
+            args = item.get("arguments", "{}") if kind == "function_call" else {"input": item.get("input", "")}
             call = ToolCall(id=item["call_id"], name=item["name"], arguments=args if isinstance(args, str)
                             else json.dumps(args))
             prev = out[-1] if out else None
@@ -119,7 +123,7 @@ def _input_messages(raw: Any) -> list[Message]:
                 out[-1] = Message(role="assistant", content=prev.content, tool_calls=prev.tool_calls + (call,))
             else:
                 out.append(Message(role="assistant", tool_calls=(call,)))
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise bad(f"{where}.call_id", "is required")
             text, attachments = _output_text(item.get("output"), f"{where}.output")
@@ -136,18 +140,35 @@ def _input_messages(raw: Any) -> list[Message]:
     return out
 
 
-def _tools(raw: Any) -> list[ToolSpec]:
+def _tools(raw: Any) -> tuple[list[ToolSpec], dict[str, str]]:
+    """Function tools, those inside a `namespace` flattened; and each flattened name's namespace.
+
+    Hosted tools (web_search, file_search, image_generation...) and custom grammar tools run only
+    at OpenAI: a chat backend cannot offer them, so they are left out rather than refused (a 400
+    would stop Codex, which always sends web_search).
+    """
     if raw is None:
-        return []
+        return [], {}
     if not isinstance(raw, list):
         raise bad("tools", "must be a list")
     tools: list[ToolSpec] = []
+    spaces: dict[str, str] = {}
     for j, t in enumerate(raw):
-        if not isinstance(t, dict) or t.get("type") != "function":
-            kind = t.get("type") if isinstance(t, dict) else None
-            raise bad(f"tools[{j}].type", f"only function tools are supported (got {kind!r})")
-        tools.append(parse_tool(t.get("name"), t.get("description"), t.get("parameters"), f"tools[{j}]", "parameters"))
-    return tools
+        if not isinstance(t, dict):
+            raise bad(f"tools[{j}]", "must be an object")
+        if t.get("type") == "function":
+            tools.append(parse_tool(t.get("name"), t.get("description"), t.get("parameters"), f"tools[{j}]",
+                                    "parameters"))
+        elif t.get("type") == "namespace":
+            inner = t.get("tools")
+            if not isinstance(t.get("name"), str) or not isinstance(inner, list):
+                raise bad(f"tools[{j}]", "a namespace needs a name and a list of tools")
+            for k, f in enumerate(inner):
+                if isinstance(f, dict) and f.get("type") == "function":
+                    tools.append(parse_tool(f.get("name"), f.get("description"), f.get("parameters"),
+                                            f"tools[{j}].tools[{k}]", "parameters"))
+                    spaces[f["name"]] = t["name"]
+    return tools, spaces
 
 
 def _tool_choice(choice: Any) -> Any:
@@ -175,6 +196,7 @@ def request_from_responses(body: Any) -> ChatRequest:
         if instructions:
             messages.append(Message(role="system", content=instructions))
     messages += _input_messages(body.get("input"))
+    tools, spaces = _tools(body.get("tools"))
     req = ChatRequest(
         model=model,
         messages=messages,
@@ -182,8 +204,10 @@ def request_from_responses(body: Any) -> ChatRequest:
         temperature=_number(body, "temperature"),
         top_p=_number(body, "top_p"),
         stream=parse_stream_flag(body),
-        tools=_tools(body.get("tools")),
+        tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice")),
+        # Calls to a namespaced tool name their namespace in the answer.
+        metadata={"tool_namespaces": spaces} if spaces else {},
     )
     req.validate()
     return req
@@ -203,9 +227,13 @@ def _message_item(item_id: str, text: str, status: str = "completed") -> dict[st
             "content": [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []}
 
 
-def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name,
+def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed",
+               namespace: str | None = None) -> dict[str, Any]:
+    item = {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name,
             "arguments": arguments}
+    if namespace:
+        item["namespace"] = namespace
+    return item
 
 
 class ResponseShell:
@@ -236,6 +264,10 @@ class ResponseShell:
         }
 
 
+def _namespaces(req: ChatRequest) -> dict[str, str]:
+    return dict(req.metadata.get("tool_namespaces") or {})
+
+
 def _final_status(finish: str | None) -> str:
     return "incomplete" if finish == "length" else "completed"
 
@@ -247,7 +279,8 @@ def response_to_responses(result: ChatResult, req: ChatRequest, *, id: str,
     if result.text or not result.tool_calls:
         output.append(_message_item(f"msg_{id}", result.text))
     for k, c in enumerate(result.tool_calls):
-        output.append(_call_item(f"fc_{id}_{k}", c.id or f"call_{id}_{k}", c.name, c.arguments))
+        output.append(_call_item(f"fc_{id}_{k}", c.id or f"call_{id}_{k}", c.name, c.arguments,
+                                 namespace=_namespaces(req).get(c.name)))
     return ResponseShell(req, f"resp_{id}", created).render(_final_status(result.finish_reason), output,
                                                             result.usage, result.finish_reason)
 
@@ -258,10 +291,10 @@ class _Item:
         self.call_id, self.name = call_id, name
         self.text: list[str] = []
 
-    def done(self) -> dict[str, Any]:
+    def done(self, spaces: dict[str, str]) -> dict[str, Any]:
         if self.kind == "message":
             return _message_item(self.id, "".join(self.text))
-        return _call_item(self.id, self.call_id, self.name, "".join(self.text))
+        return _call_item(self.id, self.call_id, self.name, "".join(self.text), namespace=spaces.get(self.name))
 
 
 class ResponsesStreamEncoder:
@@ -279,6 +312,7 @@ class ResponsesStreamEncoder:
 
     def __init__(self, req: ChatRequest, id: str, created: float | None = None) -> None:
         self._shell = ResponseShell(req, f"resp_{id}", created)
+        self._spaces = _namespaces(req)
         self._rid = id
         self._seq = 0
         self._started = False
@@ -311,7 +345,7 @@ class ResponsesStreamEncoder:
                 self._event("response.content_part.added", item_id=item.id, output_index=n, content_index=0,
                             part={"type": "output_text", "text": "", "annotations": []})]
         return item, [self._event("response.output_item.added", output_index=n,
-                                  item=_call_item(item.id, call_id, name, "", "in_progress"))]
+                                  item=_call_item(item.id, call_id, name, "", "in_progress", self._spaces.get(name)))]
 
     def _close(self, item: _Item) -> list[tuple[str, dict[str, Any]]]:
         at = {"item_id": item.id, "output_index": item.output_index}
@@ -322,7 +356,8 @@ class ResponsesStreamEncoder:
                    self._event("response.content_part.done", **at, content_index=0, part=part)]
         else:
             out = [self._event("response.function_call_arguments.done", **at, name=item.name, arguments=text)]
-        out.append(self._event("response.output_item.done", output_index=item.output_index, item=item.done()))
+        out.append(self._event("response.output_item.done", output_index=item.output_index,
+                               item=item.done(self._spaces)))
         return out
 
     def encode(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
@@ -363,7 +398,8 @@ class ResponsesStreamEncoder:
         for item in self._items:
             out += self._close(item)
         status = _final_status(self._finish)
-        final = self._shell.render(status, [item.done() for item in self._items], self._usage, self._finish)
+        output = [item.done(self._spaces) for item in self._items]
+        final = self._shell.render(status, output, self._usage, self._finish)
         out.append(self._event(f"response.{status}", response=final))
         return out
 
@@ -373,7 +409,7 @@ class ResponsesStreamEncoder:
             return []
         self._ended = True
         out = self._start()
-        output = [{**item.done(), "status": "incomplete"} for item in self._items]
+        output = [{**item.done(self._spaces), "status": "incomplete"} for item in self._items]
         out.append(self._event("response.failed",
                                response=self._shell.render("failed", output, self._usage, error=err)))
         return out

@@ -153,3 +153,81 @@ def test_fold_system_turns_keeps_the_order_of_the_words():
     after_tool = [Message("user", "q"), Message("assistant", "", tool_calls=(ToolCall("t", "f"),)),
                   Message("tool", "r", tool_call_id="t"), Message("system", "note")]
     assert fold_system_turns(after_tool)[-2:] == [Message("tool", "r", tool_call_id="t"), Message("user", "note")]
+
+
+THINKING_STREAM = [
+    ("message_start", {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                                                            "model": "claude-x", "content": [], "usage": {
+                                                                "input_tokens": 12, "output_tokens": 1}}}),
+    ("content_block_start", {"type": "content_block_start", "index": 0,
+                             "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "thinking_delta", "thinking": "Need the file."}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "signature_delta", "signature": "sig-1"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ("content_block_start", {"type": "content_block_start", "index": 1,
+                             "content_block": {"type": "redacted_thinking", "data": "opaque"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ("content_block_start", {"type": "content_block_start", "index": 2, "content_block": {
+        "type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 2,
+                             "delta": {"type": "input_json_delta", "partial_json": "{\"file_path\": \"a\"}"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 2}),
+    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+
+def test_thinking_blocks_with_signatures_survive_the_stream_both_ways():
+    from engine.protocol.anthropic import AnthropicStreamDecoder, AnthropicStreamEncoder
+
+    dec = AnthropicStreamDecoder()
+    chunks = [c for name, obj in THINKING_STREAM for c in dec.feed(name, obj)]
+    enc = AnthropicStreamEncoder("claude-x", "msg_1", 12)
+    events = [e for c in chunks for e in enc.encode(c)] + enc.finish()
+    starts = [obj["content_block"] for name, obj in events if name == "content_block_start"]
+    assert [b["type"] for b in starts] == ["thinking", "redacted_thinking", "tool_use"]
+    assert starts[1]["data"] == "opaque"
+    deltas = [obj["delta"] for name, obj in events if name == "content_block_delta"]
+    assert {"type": "thinking_delta", "thinking": "Need the file."} in deltas
+    assert {"type": "signature_delta", "signature": "sig-1"} in deltas
+    assert [obj["index"] for name, obj in events if name == "content_block_stop"] == [0, 1, 2]
+
+
+async def test_thinking_collected_and_rendered_in_a_whole_message():
+    from engine.protocol.anthropic import AnthropicStreamDecoder, response_from_anthropic, response_to_anthropic
+    from engine.types import collect
+
+    dec = AnthropicStreamDecoder()
+
+    async def chunks():
+        for name, obj in THINKING_STREAM:
+            for c in dec.feed(name, obj):
+                yield c
+
+    result = await collect(chunks())
+    body = response_to_anthropic(result, model="claude-x", id="msg_1")
+    assert body["content"][:2] == [{"type": "thinking", "thinking": "Need the file.", "signature": "sig-1"},
+                                   {"type": "redacted_thinking", "data": "opaque"}]
+    assert body["content"][2]["type"] == "tool_use" and body["stop_reason"] == "tool_use"
+    assert response_from_anthropic(body).thinking == result.thinking
+
+
+@pytest.mark.parametrize("junk", [[], {}, 3, None, True, "x"])
+def test_junk_anywhere_in_an_anthropic_request_is_a_400_or_passed_through_never_a_crash(junk):
+    base = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    for field in ["system", "messages", "tools", "tool_choice", "thinking", "metadata", "stop_sequences", "top_k"]:
+        try:
+            request_from_anthropic({**base, field: junk})
+        except RejectedError as exc:
+            assert exc.status == 400
+    blocks = [{"type": "text", "text": junk}, {"type": "image", "source": junk},
+              {"type": "tool_result", "tool_use_id": "t", "content": junk}, {"type": junk},
+              {"type": "document", "source": {"type": junk}}]
+    for role in ["user", "assistant", "system", junk]:
+        for block in blocks:
+            try:
+                request_from_anthropic({**base, "messages": [{"role": role, "content": [block]}]})
+            except RejectedError as exc:
+                assert exc.status == 400

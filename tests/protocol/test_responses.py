@@ -67,6 +67,33 @@ def test_input_items_messages_calls_outputs_and_reasoning_ignored():
     assert req.tool_choice == {"name": "weather"}
 
 
+def test_codex_tools_namespaces_flattened_hosted_tools_left_out_and_calls_name_their_namespace():
+    agent = {"type": "function", "name": "close_agent", "description": "Close an agent", "strict": False,
+             "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}
+    req = request_from_responses({"model": "m", "input": [
+        {"type": "message", "role": "user", "content": "go"},
+        {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+        {"type": "function_call", "namespace": "multi_agent_v1", "call_id": "c0", "name": "close_agent",
+         "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c0", "output": "closed"},
+        {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "*** Begin Patch"},
+        {"type": "custom_tool_call_output", "call_id": "c1", "output": "done"}],
+        "tools": [WEATHER, {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents",
+                            "tools": [agent]}, {"type": "web_search", "external_web_access": False}]})
+    assert [t.name for t in req.tools] == ["weather", "close_agent"]
+    assert req.messages[1].tool_calls == (ToolCall("c0", "close_agent", "{}"),)
+    assert req.messages[3].tool_calls == (ToolCall("c1", "apply_patch", '{"input": "*** Begin Patch"}'),)
+    assert req.messages[4] == Message("tool", "done", tool_call_id="c1")
+    whole = Response.model_validate(response_to_responses(
+        ChatResult("", "tool_calls", Usage(1, 1), tool_calls=[ToolCall("c2", "close_agent", "{}")]), req, id="z"))
+    assert whole.output[0].namespace == "multi_agent_v1"
+    enc = ResponsesStreamEncoder(req, "s")
+    events = enc.encode(Chunk(tool_calls=[ToolCallDelta(0, "c3", "close_agent", "{}"),
+                                          ToolCallDelta(1, "c4", "weather", "{}")])) + enc.finish()
+    final = Response.model_validate(events[-1][1]["response"])
+    assert [(o.name, o.namespace) for o in final.output] == [("close_agent", "multi_agent_v1"), ("weather", None)]
+
+
 def test_input_image_is_an_attachment():
     req = request_from_responses({"model": "m", "input": [{"role": "user", "content": [
         {"type": "input_text", "text": "what is it?"},
@@ -86,8 +113,9 @@ def test_input_image_is_an_attachment():
     ({"model": "m", "input": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "input[0].content[0].type:"),
     ({"model": "m", "input": [{"type": "function_call", "name": "f"}]}, "input[0].call_id:"),
     ({"model": "m", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id:"),
-    ({"model": "m", "input": [{"type": "web_search_call"}]}, "input[0].type: unsupported input item"),
-    ({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type: only function tools"),
+    ({"model": "m", "input": [{"type": "local_shell_call"}]}, "input[0].type: unsupported input item"),
+    ({"model": "m", "input": "x", "tools": [{"type": "namespace", "name": "n"}]}, "tools[0]: a namespace needs"),
+    ({"model": "m", "input": "x", "tools": ["f"]}, "tools[0]: must be an object"),
     ({"model": "m", "input": "x", "tools": [{"type": "function"}]}, "tools[0].name:"),
     ({"model": "m", "input": "x", "tool_choice": {"type": "mcp"}}, "tool_choice:"),
     ({"model": "m", "input": "x", "max_output_tokens": "9"}, "max_output_tokens:"),
@@ -196,3 +224,23 @@ def test_failure_after_the_start_is_response_failed_with_the_partial_output():
     assert failed.status == "failed" and "stream cut" in failed.error.message
     assert failed.output[0].status == "incomplete"
     assert enc.finish() == [] and enc.error_events(UnavailableError("again")) == []
+
+
+@pytest.mark.parametrize("junk", [[], {}, 3, None, True])
+def test_junk_in_any_field_is_a_400_never_a_crash(junk):
+    fields = ["model", "input", "instructions", "tools", "tool_choice", "max_output_tokens", "temperature", "top_p",
+              "stream", "store", "previous_response_id"]
+    base = {"model": "m", "input": [{"role": "user", "content": "x"}]}
+    for field in fields:
+        try:
+            request_from_responses({**base, field: junk})
+        except RejectedError as exc:
+            assert exc.status == 400
+    for item_field in ["role", "content", "type", "call_id", "name", "arguments", "output"]:
+        for kind in ["message", "function_call", "function_call_output"]:
+            item = {"type": kind, "role": "user", "content": "x", "call_id": "c", "name": "f", "output": "o",
+                    item_field: junk}
+            try:
+                request_from_responses({"model": "m", "input": [item]})
+            except RejectedError as exc:
+                assert exc.status == 400
