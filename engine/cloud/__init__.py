@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from engine.types import BreakerEvent
 
 
+# The kinds of cloud backend (CloudConfig.kind), in the order a form lists them.
+KINDS: tuple[str, ...] = ("openai", "anthropic", "openai-compatible")
+
 # The services' public endpoints: a backend of these kinds needs no base URL. An openai-compatible
 # server (Ollama, vLLM, LM Studio, another workbench) has no such default.
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}

@@ -7,9 +7,8 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from engine.cloud import KINDS
 from tui.cli.common import CLIError, add_json, table, workbench, wrap
-
-BACKEND_KINDS = ("openai", "anthropic", "openai-compatible")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=wrap(_backends_list))
     p = bsub.add_parser("add", help="add or replace a backend")
     p.add_argument("name")
-    p.add_argument("--kind", required=True, choices=BACKEND_KINDS)
+    p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--base-url", help="required for openai-compatible; openai and anthropic default to "
                                       "https://api.openai.com/v1 and https://api.anthropic.com")
     for opt, typ in (("retries", int), ("fail-max", int), ("reset-timeout", float), ("timeout", float),
