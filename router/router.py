@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -76,6 +76,12 @@ async def _finish_off(cleanup: Awaitable[None]) -> None:
     await asyncio.shield(asyncio.ensure_future(cleanup))
 
 
+async def _aclose(stream: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 class RouteStream:
     """The chunks of one routed request, with the trace of what was tried.
 
@@ -100,6 +106,7 @@ class RouteStream:
         self._usage: Usage | None = None
         self._complete = False
         self._answered: ChainStep | None = None
+        self._answer_index = 0
         self._stepping: asyncio.Task[Any] | None = None
         self._step_done: asyncio.Event | None = None
         self._interrupted = False
@@ -144,12 +151,12 @@ class RouteStream:
 
     def failover_note(self) -> str:
         """What failed before the answer, e.g. "local unavailable: cannot load ...", or ""."""
-        return "; ".join(f"{a.backend} {a.outcome}" + (f": {a.error}" if a.error else "")
-                         for a in self.trace if a.outcome != OK)
+        before = self.trace[:self._answer_index] if self._answered is not None else self.trace
+        return "; ".join(f"{a.backend} {a.outcome}" + (f": {a.error}" if a.error else "") for a in before)
 
     # ------------------------------------------------------------ one request, start to end
 
-    async def _run(self) -> AsyncIterator[Chunk]:
+    async def _run(self) -> AsyncGenerator[Chunk, None]:
         self._begin()
         try:
             if await self._router.prepare():
@@ -174,7 +181,7 @@ class RouteStream:
                     self._attempt(step, ERROR, t0, f"{type(exc).__name__}: {exc}")
                 raise
             finally:
-                await _finish_off(stream.aclose())
+                await _finish_off(_aclose(stream))
             self._attempt(step, OK, t0)
             self._settle(OK)
         except BaseException as exc:
@@ -202,14 +209,14 @@ class RouteStream:
             except BaseException as exc:
                 if not self._fails_over(exc, backend, len(chain)):
                     self._attempt(step, self._outcome_of(exc), t0, self._text_of(exc))
-                    await _finish_off(stream.aclose())
+                    await _finish_off(_aclose(stream))
                     raise
                 assert isinstance(exc, EngineError)
                 self._attempt(step, UNAVAILABLE, t0, exc.message)
                 failures.append(f"{step.backend}: {exc.message}")
-                await _finish_off(stream.aclose())
+                await _finish_off(_aclose(stream))
                 continue
-            self._answered = step
+            self._answered, self._answer_index = step, len(self.trace)
             return step, stream, first, t0
         raise UnavailableError("all backends unavailable: " + "; ".join(failures), status=503,
                                attempts=len(self.trace))

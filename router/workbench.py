@@ -18,9 +18,6 @@ from router.store import BackendRecord, Store
 
 log = logging.getLogger(__name__)
 
-CLOUD_SETTINGS = ("retries", "backoff_factor", "max_backoff_wait", "connect_timeout", "first_byte_timeout",
-                  "idle_timeout", "total_timeout", "fail_max", "reset_timeout", "extra_headers", "default_model")
-
 
 def _loop_running() -> bool:
     try:

@@ -23,9 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", required=True, choices=BACKEND_KINDS)
     p.add_argument("--base-url", help="required for openai-compatible; openai and anthropic default to "
                                       "https://api.openai.com/v1 and https://api.anthropic.com")
-    for opt, typ in (("retries", int), ("fail-max", int), ("reset-timeout", float), ("timeout", float),
-                     ("connect-timeout", float), ("idle-timeout", float)):
-        p.add_argument(f"--{opt}", type=typ)
+    for opt, typ, text in (
+        ("connect-timeout", float, "seconds for one connect (default 3)"),
+        ("deadline", float, "seconds to the first token, retries included; then the next step of the chain "
+                            "is tried (default 15)"),
+        ("idle-timeout", float, "seconds of silence mid-answer before it counts as stalled (default 60)"),
+        ("timeout", float, "seconds for the whole answer (default 600)"),
+        ("retries", int, "retries after a connect error, 429 or 5xx, within the deadline (default 2)"),
+        ("fail-max", int, "failures in a row that open the breaker (default 5)"),
+        ("reset-timeout", float, "seconds the breaker stays open before one probe (default 30)"),
+    ):
+        p.add_argument(f"--{opt}", type=typ, help=text)
     p.set_defaults(func=wrap(_backends_add))
     p = bsub.add_parser("rm")
     p.add_argument("name")
@@ -57,6 +65,7 @@ def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
     settings = {k: v for k, v in {
         "retries": args.retries, "fail_max": args.fail_max, "reset_timeout": args.reset_timeout,
         "total_timeout": args.timeout, "connect_timeout": args.connect_timeout, "idle_timeout": args.idle_timeout,
+        "deadline": args.deadline,
     }.items() if v is not None}
     from engine.cloud import default_base_url
 
