@@ -36,7 +36,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, ClassVar, Literal
 
-from engine.cloud.breaker import BackendBreaker, BreakerOpen, is_cancellation
+from engine.cloud.breaker import BackendBreaker, BreakerOpen, BreakerStates, is_cancellation
 from engine.types import (
     BackendSnapshot,
     BreakerEvent,
@@ -232,14 +232,14 @@ class CloudBackend:
     # Statuses retried for this API on top of RETRY_STATUSES.
     extra_retry_statuses: ClassVar[frozenset[int]] = frozenset()
 
-    def __init__(self, cfg: CloudConfig, api_key: str | None) -> None:
+    def __init__(self, cfg: CloudConfig, api_key: str | None, breaker_states: BreakerStates | None = None) -> None:
         import httpx
 
         self.cfg = cfg
         self.name = cfg.name
         self.kind = cfg.kind
         self.__api_key = api_key or ""
-        self._breaker = BackendBreaker(cfg.name, cfg.fail_max, cfg.reset_timeout)
+        self._breaker = BackendBreaker(cfg.name, cfg.fail_max, cfg.reset_timeout, breaker_states)
         self._stats = _Stats()
         self._retry = _retry_policy(cfg, RETRY_STATUSES | self.extra_retry_statuses)
         self._http = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
@@ -430,11 +430,16 @@ class CloudBackend:
                 first = True
                 exchange = self._exchange(self._target(request), attempts)
                 try:
-                    async for chunk in exchange:
-                        if first:
-                            self._stats.latencies.append(time.perf_counter() - started)
-                            first = False
-                        yield chunk
+                    try:
+                        async for chunk in exchange:
+                            if first:
+                                self._stats.latencies.append(time.perf_counter() - started)
+                                first = False
+                            yield chunk
+                    finally:
+                        # Closed here, not whenever the garbage collector gets to it: an early
+                        # aclose() by the caller must drop the upstream connection at once.
+                        await exchange.aclose()
                 except EngineError as exc:
                     self._stats.errors += 1
                     breaker.record_error(str(exc))
@@ -445,10 +450,6 @@ class CloudBackend:
                         self._stats.errors += 1
                         breaker.record_error(f"{type(exc).__name__}: {self._scrub(str(exc))}")
                     raise
-                finally:
-                    # Closed here, not whenever the garbage collector gets to it: an early
-                    # aclose() by the caller must drop the upstream connection at once.
-                    await exchange.aclose()
         except BreakerOpen as exc:
             raise self._error(UnavailableError, exc.reason, 0) from None
 

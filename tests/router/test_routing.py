@@ -42,6 +42,7 @@ async def wb(tmp_path: Path, tiny_models_dir: Path, fake_upstream, memory_keyrin
     cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "data", model_dirs=[tiny_models_dir],
                                         scan_hf_cache=False))
     bench = Workbench.open(cfg)
+    bench.set_cloud_routing(True)  # a new data directory starts with it off
     bench.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url, dict(FAST)))
     bench.store.save_backend(BackendRecord("anthropic", "anthropic", fake_upstream.anthropic_url, dict(FAST)))
     bench.secrets.set("openai", "sk-test-openai-0123456789abcdefghij")
@@ -353,6 +354,7 @@ class Scripted:
 @pytest.fixture
 def scripted_router(tmp_path: Path):
     store = Store.open(tmp_path / "r.db")
+    store.set_cloud_routing(True)
     backends: dict = {}
     router = Router(store, lambda: backends, EventBus())
     yield router, store, backends

@@ -13,7 +13,7 @@ BACKEND_KINDS = ("openai", "anthropic", "openai-compatible")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    backends = sub.add_parser("backends", help="cloud backends: list, add, rm, health")
+    backends = sub.add_parser("backends", help="cloud backends: list, add, rm, health, reset, trip")
     bsub = backends.add_subparsers(dest="backends_command", metavar="ACTION", required=True)
     p = bsub.add_parser("list")
     add_json(p)
@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser("health", help="breaker state, failures, latency of every backend")
     add_json(p)
     p.set_defaults(func=wrap(_backends_health))
+    for name, text in (("reset", "close the backend's breaker (for every process on this database)"),
+                       ("trip", "open the backend's breaker now (for every process on this database)")):
+        p = bsub.add_parser(name, help=text)
+        p.add_argument("name")
+        p.set_defaults(func=wrap(_backends_breaker), action=name)
 
 
 def _backends_list(args: argparse.Namespace, ctx: Any) -> int:
@@ -76,6 +81,8 @@ def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
     cloud_config(rec)  # validates kind, URL and settings before anything is saved
     store.save_backend(rec)
     print(f"saved backend {args.name}; set its key with `mlx-workbench keys set {args.name}`")
+    if not store.cloud_routing():
+        print("note: cloud routing is off, so no request goes to it yet: `mlx-workbench cloud on` to use it")
     return 0
 
 def _backends_rm(args: argparse.Namespace, ctx: Any) -> int:
@@ -97,4 +104,14 @@ def _backends_health(args: argparse.Namespace, ctx: Any) -> int:
     table(([s.name, s.kind, s.state, f"{s.consecutive_failures}/{s.fail_max}" if s.fail_max else "-",
              s.requests, s.errors, ms(s.latency_p50_s), ms(s.latency_p95_s), s.last_error or ""] for s in snaps),
            ["NAME", "KIND", "STATE", "FAILS", "REQS", "ERRS", "P50", "P95", "LAST ERROR"])
+    return 0
+
+def _backends_breaker(args: argparse.Namespace, ctx: Any) -> int:
+    wb = workbench(ctx)
+    if args.action == "reset":
+        wb.reset_breaker(args.name)
+        print(f"breaker of {args.name} closed")
+    else:
+        wb.trip_breaker(args.name)
+        print(f"breaker of {args.name} open")
     return 0
