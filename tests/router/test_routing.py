@@ -518,3 +518,23 @@ async def test_one_request_log_row_and_finished_event_per_request(scripted_route
     finished = [e for e in seen if isinstance(e, RequestFinished)]
     assert len(finished) == 1 and finished[0].status == "ok"
     assert len(store.recent_requests()) == 1
+
+
+async def test_cloud_off_answers_from_the_local_step_and_says_why(scripted_router) -> None:
+    router, store, backends = scripted_router
+    cloud = backends["openai"] = Scripted("openai", "openai", ["from the cloud"])
+    backends["local"] = Scripted("local", "local", ["from here"])
+    store.add_rule(Rule("m", "openai", fallbacks=[Step("local")]))
+    store.set_cloud_routing(False)
+    stream = router.route(ask("m"))
+    assert (await collect(stream)).text == "from here"
+    assert cloud.calls == 0
+    assert stream.failover_note() == "openai skipped: cloud routing is off"
+    row = store.recent_requests(limit=1)[0]
+    assert [(a["backend"], a["outcome"], a["error"]) for a in row.attempts] == [
+        ("openai", "skipped", "cloud routing is off"), ("local", "ok", None)]
+    store.delete_rule(1)
+    store.add_rule(Rule("m", "openai"))
+    with pytest.raises(UnavailableError, match="cloud routing is off; .*mlx-workbench cloud on") as exc:
+        await collect(router.route(ask("m")))
+    assert exc.value.status == 503 and cloud.calls == 0
