@@ -21,7 +21,7 @@ from router.serve import Listener
 from router.store import BackendRecord
 from router.workbench import Workbench
 
-FAST = {"retries": 0, "backoff_factor": 0.01, "connect_timeout": 2.0, "first_byte_timeout": 10.0,
+FAST = {"retries": 0, "backoff_factor": 0.01, "connect_timeout": 2.0, "deadline": 10.0,
         "idle_timeout": 10.0, "total_timeout": 30.0, "fail_max": 3, "reset_timeout": 30.0}
 FIXTURES = Path(__file__).parent / "fixtures"
 LONG_CONTEXT = 65536

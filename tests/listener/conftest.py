@@ -13,7 +13,7 @@ from router.serve import Listener
 from router.store import BackendRecord
 from router.workbench import Workbench
 
-FAST = {"retries": 0, "backoff_factor": 0.01, "connect_timeout": 2.0, "first_byte_timeout": 5.0,
+FAST = {"retries": 0, "backoff_factor": 0.01, "connect_timeout": 2.0, "deadline": 5.0,
         "idle_timeout": 2.0, "total_timeout": 20.0, "fail_max": 3, "reset_timeout": 30.0}
 UPSTREAM_KEY = "sk-upstream-0123456789abcdefghijklmn"
 
