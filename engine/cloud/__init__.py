@@ -5,7 +5,7 @@ Importing this package is cheap: httpx and the wire-format modules load when a b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, get_args
 
 if TYPE_CHECKING:
     from engine.cloud.base import CloudBackend, CloudConfig
@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 # The kinds of cloud backend (CloudConfig.kind), in the order a form lists them.
-KINDS: tuple[str, ...] = ("openai", "anthropic", "openai-compatible")
+CloudKind = Literal["openai", "anthropic", "openai-compatible"]
+KINDS: tuple[str, ...] = get_args(CloudKind)
 
 # The services' public endpoints: a backend of these kinds needs no base URL. An openai-compatible
 # server (Ollama, vLLM, LM Studio, another workbench) has no such default.

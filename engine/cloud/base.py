@@ -36,6 +36,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, ClassVar, Literal
 
+from engine.cloud import KINDS, CloudKind
 from engine.cloud.breaker import BackendBreaker, BreakerOpen, BreakerStates, is_cancellation
 from engine.types import (
     BackendSnapshot,
@@ -48,15 +49,13 @@ from engine.types import (
     RejectedError,
     ToolCallDelta,
     UnavailableError,
+    percentile,
 )
 
 if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger(__name__)
-
-CloudKind = Literal["openai", "anthropic", "openai-compatible"]
-KINDS: tuple[str, ...] = ("openai", "anthropic", "openai-compatible")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Client errors that must never be retried nor count against the breaker.
@@ -216,14 +215,6 @@ class _Stats:
         self.errors = 0
         self.latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
 
-    def percentile(self, q: float) -> float | None:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        # Nearest rank: the smallest value with at least q of the samples at or below it.
-        rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 1))))
-        return ordered[rank - 1]
-
 
 class CloudBackend:
     """A `Backend` (engine.types) talking to one cloud API. Subclasses supply the wire format."""
@@ -314,9 +305,9 @@ class CloudBackend:
             last_error_at=b.last_error_at,
             requests=s.requests,
             errors=s.errors,
-            latency_p50_s=s.percentile(0.50),
-            latency_p95_s=s.percentile(0.95),
-            latency_p99_s=s.percentile(0.99),
+            latency_p50_s=percentile(s.latencies, 0.50),
+            latency_p95_s=percentile(s.latencies, 0.95),
+            latency_p99_s=percentile(s.latencies, 0.99),
             recent_latencies_s=list(s.latencies),
         )
 
