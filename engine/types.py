@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, ClassVar, Iterable, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
@@ -91,6 +92,11 @@ class ChatRequest:
     # Free-form request metadata (front end, protocol, request id); never sent upstream.
     metadata: dict[str, Any] = field(default_factory=dict)
     passthrough: Passthrough | None = None
+    # True only for the local user (TUI, CLI): the local engine may then read `model` as a file or
+    # folder path. Requests from the network leave it False, so a name is only ever a known model.
+    allow_model_paths: bool = False
+    # "high" | "normal" | "low": the order of the local engine's queue (TUI and CLI chat send high).
+    priority: str = "normal"
 
     def require_text_only(self, backend: str) -> None:
         """The 400 of a backend that cannot see, if any message carries an image or a document."""
@@ -124,6 +130,11 @@ class Usage:
     completion_tokens: int = 0
     ttft_s: float | None = None  # time to first token, seconds
     tokens_per_s: float | None = None  # decode speed (completion tokens / decode time)
+    # Local engine: of ttft_s, the time spent waiting (for the MLX thread or a place in the batch)
+    # and loading the model; prompt tokens served from the prompt cache instead of prefilled.
+    queued_s: float | None = None
+    load_s: float | None = None
+    cached_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -165,7 +176,7 @@ class Chunk:
     backend: str | None = None
     model: str | None = None
     # Only on a final chunk that ends a stream in failure after output began.
-    error: "EngineError | None" = None
+    error: EngineError | None = None
 
 
 @dataclass
@@ -280,6 +291,32 @@ class ModelNotFoundError(RejectedError):
     default_status: ClassVar[int] = 404
 
 
+class ContextLengthError(RejectedError):
+    """The prompt does not fit the model's context window (detected before any prefill)."""
+
+    def __init__(self, prompt_tokens: int, context_length: int, model: str, *, backend: str | None = None) -> None:
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens but {model} has a context of {context_length} tokens "
+            "(prompt and answer together); shorten the conversation",
+            backend=backend, status=400,
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What one local model can take: prompt and answer share `context_length` tokens, so an answer
+    is at most `max_output_tokens` (the context minus at least one prompt token)."""
+
+    model: str
+    context_length: int
+
+    @property
+    def max_output_tokens(self) -> int:
+        return max(1, self.context_length - 1)
+
+
 class CancelledError(EngineError):
     kind: ClassVar[str] = "cancelled"
     default_status: ClassVar[int] = 499
@@ -317,6 +354,9 @@ class BackendSnapshot:
     latency_p95_s: float | None = None
     latency_p99_s: float | None = None
     recent_latencies_s: list[float] = field(default_factory=list)
+    # The local engine: sequences generating now, and requests waiting for a place in a batch.
+    running: int = 0
+    queued: int = 0
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:

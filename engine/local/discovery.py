@@ -27,6 +27,8 @@ class ModelInfo:
     size_bytes: int
     est_memory_bytes: int
     aliases: tuple[str, ...] = field(default=())
+    # Tokens of prompt and answer together (None: the file does not say).
+    context_length: int | None = None
 
 
 def hf_cache_dir() -> Path:
@@ -79,7 +81,18 @@ def _mlx_folder_info(folder: Path, model_id: str) -> ModelInfo:
         quantization=quantization,
         size_bytes=size,
         est_memory_bytes=int(size * 1.1),
+        context_length=_context_from_config(config),
     )
+
+
+def _context_from_config(config: dict) -> int | None:
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    for source in (config, text):
+        for key in ("max_position_embeddings", "max_sequence_length", "n_positions", "seq_length"):
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
 
 
 def _gguf_info(path: Path, model_id: str, *, dequantize_on_cpu: bool) -> ModelInfo:
@@ -101,7 +114,13 @@ def _gguf_info(path: Path, model_id: str, *, dequantize_on_cpu: bool) -> ModelIn
         size_bytes=size,
         est_memory_bytes=estimate_memory_bytes(header.parameters, quant, dequantize=dequantize_on_cpu),
         aliases=aliases,
+        context_length=_context_from_gguf(header.metadata, header.architecture),
     )
+
+
+def _context_from_gguf(metadata: dict, architecture: str | None) -> int | None:
+    value = metadata.get(f"{architecture}.context_length") if architecture else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _candidates(root: Path) -> list[tuple[Path, str]]:
@@ -166,3 +185,10 @@ def discover(config: EngineConfig, *, dequantize_on_cpu: bool = True) -> list[Mo
             taken.add(info.id)
             models.append(info)
     return models
+
+
+def model_info_for_path(path: Path) -> ModelInfo:
+    """A model named by its path (a .gguf file or an MLX folder), for the local user only."""
+    if path.is_file():
+        return _gguf_info(path, path.stem, dequantize_on_cpu=True)
+    return _mlx_folder_info(path, path.name)
