@@ -45,7 +45,19 @@ class RequestFinished:
 
 @dataclass
 class BreakerChanged:
+    """A backend's breaker moved (closed / open / half-open), in this process or in another one on
+    the same database (seen at this process's next look at that breaker)."""
+
     event: BreakerEvent
+
+
+@dataclass
+class CloudRoutingChanged:
+    """The cloud routing switch as this process now follows it: published once when the router
+    first reads the settings, then on every change (made here or by another process)."""
+
+    enabled: bool
+    at: float = field(default_factory=time.time)
 
 
 @dataclass

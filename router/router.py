@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,13 +36,14 @@ from engine.types import (
     Usage,
 )
 from router.events import (
+    CloudRoutingChanged,
     EventBus,
     RequestFinished,
     RequestProgress,
     RequestStarted,
     RulesChanged,
 )
-from router.rules import ChainStep, Explanation, Rule, explain
+from router.rules import CLOUD_OFF, ChainStep, Explanation, Rule, explain
 from router.store import RequestRecord, Store
 
 PROGRESS_EVERY_S = 0.25
@@ -50,6 +51,7 @@ PROGRESS_EVERY_S = 0.25
 OK, CLIENT_GONE, UPSTREAM_ERROR = "ok", "client_gone", "upstream_error"
 REJECTED, UNAVAILABLE, ERROR, SKIPPED = "rejected", "unavailable", "error", "skipped"
 CLIENT_GONE_TEXT = "the client went away before the answer was complete"
+CLOUD_ON_HINT = "to use cloud backends, turn cloud routing on: `mlx-workbench cloud on`, or in the TUI"
 
 
 @dataclass
@@ -76,6 +78,12 @@ async def _finish_off(cleanup: Awaitable[None]) -> None:
     await asyncio.shield(asyncio.ensure_future(cleanup))
 
 
+async def _aclose(stream: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 class RouteStream:
     """The chunks of one routed request, with the trace of what was tried.
 
@@ -100,6 +108,7 @@ class RouteStream:
         self._usage: Usage | None = None
         self._complete = False
         self._answered: ChainStep | None = None
+        self._answer_index = 0
         self._stepping: asyncio.Task[Any] | None = None
         self._step_done: asyncio.Event | None = None
         self._interrupted = False
@@ -144,12 +153,12 @@ class RouteStream:
 
     def failover_note(self) -> str:
         """What failed before the answer, e.g. "local unavailable: cannot load ...", or ""."""
-        return "; ".join(f"{a.backend} {a.outcome}" + (f": {a.error}" if a.error else "")
-                         for a in self.trace if a.outcome != OK)
+        before = self.trace[:self._answer_index] if self._answered is not None else self.trace
+        return "; ".join(f"{a.backend} {a.outcome}" + (f": {a.error}" if a.error else "") for a in before)
 
     # ------------------------------------------------------------ one request, start to end
 
-    async def _run(self) -> AsyncIterator[Chunk]:
+    async def _run(self) -> AsyncGenerator[Chunk, None]:
         self._begin()
         try:
             if await self._router.prepare():
@@ -174,7 +183,7 @@ class RouteStream:
                     self._attempt(step, ERROR, t0, f"{type(exc).__name__}: {exc}")
                 raise
             finally:
-                await _finish_off(stream.aclose())
+                await _finish_off(_aclose(stream))
             self._attempt(step, OK, t0)
             self._settle(OK)
         except BaseException as exc:
@@ -202,17 +211,19 @@ class RouteStream:
             except BaseException as exc:
                 if not self._fails_over(exc, backend, len(chain)):
                     self._attempt(step, self._outcome_of(exc), t0, self._text_of(exc))
-                    await _finish_off(stream.aclose())
+                    await _finish_off(_aclose(stream))
                     raise
                 assert isinstance(exc, EngineError)
                 self._attempt(step, UNAVAILABLE, t0, exc.message)
                 failures.append(f"{step.backend}: {exc.message}")
-                await _finish_off(stream.aclose())
+                await _finish_off(_aclose(stream))
                 continue
-            self._answered = step
+            self._answered, self._answer_index = step, len(self.trace)
             return step, stream, first, t0
-        raise UnavailableError("all backends unavailable: " + "; ".join(failures), status=503,
-                               attempts=len(self.trace))
+        message = "all backends unavailable: " + "; ".join(failures)
+        if any(s.reason == CLOUD_OFF for s in chain):
+            message += f"; {CLOUD_ON_HINT}"
+        raise UnavailableError(message, status=503, attempts=len(self.trace))
 
     @staticmethod
     def _fails_over(exc: BaseException, backend: Backend, chain_length: int) -> bool:
@@ -306,16 +317,19 @@ class RouteStream:
 class Router:
     def __init__(self, store: Store, backends: Callable[[], Mapping[str, Backend]], events: EventBus, *,
                  default_backend: str = "local", log_prompts: bool = False,
-                 prepare: Callable[[], Awaitable[bool]] | None = None) -> None:
+                 prepare: Callable[[], Awaitable[bool]] | None = None,
+                 breaker_states: Callable[[], Mapping[str, str]] | None = None) -> None:
         self.store = store
         self.backends = backends
         self.events = events
         self._config_default = default_backend
         self.log_prompts = log_prompts
         self._prepare = prepare
+        self._breaker_states = breaker_states
         self._token: Any = None
         self._rules: list[Rule] = []
         self._default = default_backend
+        self._cloud = False
 
     async def prepare(self) -> bool:
         """Finish what must not run on the event loop before routing (key look-ups); True if the
@@ -330,8 +344,12 @@ class Router:
             self._token = token
             self._rules = self.store.list_rules()
             self._default = self.store.get_setting("default_backend", self._config_default)
+            cloud = self.store.cloud_routing()
             if not first:
                 self.events.publish(RulesChanged())
+            if first or cloud != self._cloud:
+                self._cloud = cloud
+                self.events.publish(CloudRoutingChanged(cloud))
         return self._rules
 
     @property
@@ -339,10 +357,19 @@ class Router:
         self.rules()
         return self._default
 
+    @property
+    def cloud_routing(self) -> bool:
+        """The switch as the database has it now (another process may have flipped it)."""
+        self.rules()
+        return self._cloud
+
     def explain(self, model: str) -> Explanation:
         rules = self.rules()
-        states = {name: _breaker_state(b) for name, b in self.backends().items()}
-        return explain(rules, model, self._default, states)
+        if self._breaker_states is not None:
+            states = dict(self._breaker_states())
+        else:
+            states = {name: _breaker_state(b) for name, b in self.backends().items()}
+        return explain(rules, model, self._default, states, cloud_routing=self._cloud)
 
     def route(self, request: ChatRequest, *, front_end: str = "tui", protocol: str = "canonical") -> RouteStream:
         request.validate()

@@ -104,10 +104,24 @@ def _v1(db: Any) -> None:
                                 "created_at": float, "updated_at": float}, pk="id")
 
 
+def _v2_cloud_switch_and_breakers(db: Any) -> None:
+    """Breaker state shared by every process on this file, and the cloud routing switch.
+
+    The switch is off for a new database. One that was already in use (it holds backends, rules,
+    settings, conversations or logged requests) keeps cloud routing on: an upgrade must not change
+    where prompts go."""
+    db["breakers"].create({"backend": str, "state": str, "failures": int, "opened_at": float,
+                           "last_error": str, "last_error_at": float, "updated_at": float}, pk="backend")
+    used = any(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()
+               for t in ("backends", "rules", "settings", "conversations", "request_log"))
+    if used:
+        db.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('cloud_routing', 'true')")
+
+
 # Migrations in order; MIGRATIONS[i] brings user_version i to i + 1. Adding one is one function
 # and one list entry: they run in one BEGIN IMMEDIATE transaction, so two processes opening an
 # old (or empty) file at once cannot both apply them.
-MIGRATIONS: list[Callable[[Any], None]] = [_v1]
+MIGRATIONS: list[Callable[[Any], None]] = [_v1, _v2_cloud_switch_and_breakers]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -444,6 +458,46 @@ class Store:
             self._bump()
 
         self.write(save, what=f"save the setting {key!r}")
+
+    # ------------------------------------------------------------ cloud switch and shared breakers
+
+    def cloud_routing(self) -> bool:
+        """Whether cloud backends may be used (off for a new database)."""
+        return bool(self.get_setting("cloud_routing", False))
+
+    def set_cloud_routing(self, on: bool) -> None:
+        self.set_setting("cloud_routing", bool(on))
+
+    def breaker_rows(self) -> dict[str, dict[str, Any]]:
+        """Every backend's shared breaker state: {name: {state, failures, opened_at, last_error, ...}}."""
+        return {r["backend"]: r for r in self.db["breakers"].rows}
+
+    def breaker_version(self) -> int:
+        """Changes whenever any connection committed anything (cheap: one PRAGMA)."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def save_breaker(self, backend: str, **values: Any) -> None:
+        """Write only the given fields of one backend's breaker row (no change-token bump: breaker
+        moves must not make every process reload rules and rebuild backends)."""
+        def save(db: Any) -> None:
+            db["breakers"].upsert({"backend": backend, **values, "updated_at": time.time()}, pk="backend")
+
+        self.write(save, what=f"save the breaker state of {backend!r}")
+
+    def add_breaker_failure(self, backend: str, error: str | None) -> int:
+        """Count one failure atomically (two processes failing at once both count); the new count."""
+        now = time.time()
+
+        def count(db: Any) -> Any:
+            db.execute(
+                "INSERT INTO breakers (backend, state, failures, last_error, last_error_at, updated_at) "
+                "VALUES (?, 'closed', 1, ?, ?, ?) ON CONFLICT(backend) DO UPDATE SET failures = failures + 1, "
+                "last_error = excluded.last_error, last_error_at = excluded.last_error_at, "
+                "updated_at = excluded.updated_at", [backend, error, now, now])
+            return db.execute("SELECT failures FROM breakers WHERE backend = ?", [backend]).fetchone()
+
+        row = self.write(count, what=f"count a failure of {backend!r}")
+        return int(row[0])
 
     # ------------------------------------------------------------ request log
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import fields
 from typing import Any
 
@@ -13,14 +14,12 @@ from engine.local.engine import LocalEngine
 from engine.types import Backend, BackendSnapshot, BreakerEvent
 from router.config import AppConfig
 from router.events import BackendsChanged, BreakerChanged, EventBus
+from router.breakers import SQLiteBreakerStates
 from router.router import Router
 from router.secrets import Secrets
 from router.store import BackendRecord, Store
 
 log = logging.getLogger(__name__)
-
-CLOUD_SETTINGS = ("retries", "backoff_factor", "max_backoff_wait", "connect_timeout", "first_byte_timeout",
-                  "idle_timeout", "total_timeout", "fail_max", "reset_timeout", "extra_headers", "default_model")
 
 
 def _loop_running() -> bool:
@@ -57,8 +56,10 @@ class Workbench:
         # What a front end says once at start (found here, before any event loop runs).
         blas = reference_blas_notice(config.engine.use_system_openblas)
         self.notices: list[str] = [*store.notices, *([blas] if blas else [])]
+        self.breakers = SQLiteBreakerStates(store)
         self.router = Router(store, self.backends, self.events, default_backend=config.default_backend,
-                             log_prompts=config.log_prompts, prepare=self.prepare)
+                             log_prompts=config.log_prompts, prepare=self.prepare,
+                             breaker_states=self.breaker_states)
 
     @classmethod
     def open(cls, config: AppConfig, **kw: Any) -> "Workbench":
@@ -125,7 +126,8 @@ class Workbench:
                 fresh[rec.name] = old
                 continue
             try:
-                backend = make_cloud_backend(cloud_config(rec), key, listeners=[self._publish_breaker])
+                backend = make_cloud_backend(cloud_config(rec), key, listeners=[self._publish_breaker],
+                                             breaker_states=self.breakers)
             except ValueError as exc:
                 log.warning("backend %s is misconfigured: %s", rec.name, exc)
                 continue
@@ -151,19 +153,66 @@ class Workbench:
         self._token = None
 
     def snapshots(self) -> list[BackendSnapshot]:
-        return [b.snapshot() for b in self.backends().values()]
+        """Every backend, also one whose key look-up is still running (from its shared breaker)."""
+        built = self.backends()
+        snaps = [self.local.snapshot()]
+        for rec in self.store.list_backends():
+            if not rec.enabled:
+                continue
+            backend = built.get(rec.name)
+            snaps.append(backend.snapshot() if backend is not None else self._stored_snapshot(rec))
+        return snaps
+
+    def _stored_snapshot(self, rec: BackendRecord) -> BackendSnapshot:
+        shared = self.breakers.load(rec.name)
+        return BackendSnapshot(name=rec.name, kind=rec.kind, state=shared.state,
+                               consecutive_failures=shared.failures, fail_max=int(rec.settings.get("fail_max", 5)),
+                               last_error=shared.last_error, last_error_at=shared.last_error_at)
+
+    def breaker_states(self) -> dict[str, str]:
+        """Every backend's breaker state as all processes share it ("local" is always closed)."""
+        built = self.backends()
+        shared = self.breakers.states()
+        states = {"local": "closed"}
+        for rec in self.store.list_backends():
+            if rec.enabled:
+                backend = built.get(rec.name)
+                states[rec.name] = getattr(backend, "breaker_state", None) or shared.get(rec.name, "closed")
+        return states
 
     def reset_breaker(self, name: str) -> None:
-        backend = self.backends().get(name)
-        if backend is None or not hasattr(backend, "reset_breaker"):
-            raise KeyError(f"no cloud backend named {name!r}")
-        backend.reset_breaker()
+        """Close the breaker, for every process on this database."""
+        backend = self._cloud_backend(name)
+        if backend is not None:
+            backend.reset_breaker()
+        else:
+            self.breakers.save(name, state="closed", failures=0)
 
     def trip_breaker(self, name: str) -> None:
-        backend = self.backends().get(name)
-        if backend is None or not hasattr(backend, "trip_breaker"):
+        """Open the breaker now, for every process on this database."""
+        backend = self._cloud_backend(name)
+        if backend is not None:
+            backend.trip_breaker()
+        else:
+            self.breakers.save(name, state="open", opened_at=time.time())
+
+    def _cloud_backend(self, name: str) -> Any:
+        """The built backend, None if it is stored but not built (yet); KeyError if unknown."""
+        if name == "local" or self.store.get_backend(name) is None:
             raise KeyError(f"no cloud backend named {name!r}")
-        backend.trip_breaker()
+        return self.backends().get(name)
+
+    def set_cloud_routing(self, on: bool) -> None:
+        """Flip the cloud routing switch for every process on this database."""
+        self.store.set_cloud_routing(on)
+        self.router.rules()  # publishes CloudRoutingChanged here at once
+
+    def sync(self) -> None:
+        """Publish what other processes changed (rules, the cloud switch, breakers) without waiting
+        for a request; cheap enough for a UI timer (a PRAGMA or two when nothing changed)."""
+        self.router.rules()
+        for backend in self.backends().values():
+            getattr(backend, "breaker_state", None)
 
     async def aclose(self) -> None:
         if self._key_fetch is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -81,10 +80,9 @@ class WorkbenchApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", id="app-quit", priority=True, show=False),
     ]
 
-    def __init__(self, config: AppConfig, workbench: Any = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: AppConfig, workbench: Any = None) -> None:
         super().__init__()
         self.config = config
-        self.clock = clock
         self._own_workbench = workbench is None
         if workbench is None:
             from router.workbench import Workbench
@@ -96,8 +94,8 @@ class WorkbenchApp(App[int]):
         self.db = TuiDatabase(lambda: Store.open(config.database))
         self.listener: Any = None
         self.theme = config.theme
-        # The [keymap] config section (read defensively: older configs have none).
-        self.keymap, self.keymap_problems = check_keymap(getattr(config, "keymap", None), binding_ids())
+        # The [keymap] config section: the entries that name a binding are applied, the others said.
+        self.keymap, self.keymap_problems = check_keymap(config.keymap, binding_ids())
         self.status_state = StatusState()
         self._db_trouble: str | None = None
 
@@ -130,7 +128,7 @@ class WorkbenchApp(App[int]):
     def on_mount(self) -> None:
         if self.keymap:
             self.set_keymap(self.keymap)
-        for notice in [*self.workbench.store.notices, *self.keymap_problems]:
+        for notice in [*self.workbench.notices, *self.keymap_problems]:
             self.notify(notice, severity="warning", timeout=15)
         self.refresh_status()
         self.pump_events()

@@ -28,8 +28,8 @@ def fixed_config(base: Path, models_dir: Path | None) -> AppConfig:
 
 def seed_store(store: object) -> None:
     """Rules, backends (unreachable on purpose: nothing is called) and a request log."""
-    store.save_backend(BackendRecord("openai", "openai", "http://127.0.0.1:9/v1", {"fail_max": 3},
-                                     created_at=FIXED_NOW))
+    store.set_setting("cloud_routing", True)  # the screenshots show cloud routes in use
+    store.save_backend(BackendRecord("openai", "openai", "http://127.0.0.1:9/v1", {"fail_max": 3}, created_at=FIXED_NOW))
     store.save_backend(BackendRecord("anthropic", "anthropic", "http://127.0.0.1:9", created_at=FIXED_NOW))
     store.add_rule(Rule("gpt-*", "openai", fallbacks=[Step("anthropic", "claude-sonnet-4"), Step("local", "demo")],
                         priority=5, note="cloud first"))
@@ -76,7 +76,8 @@ def fixed_app(base: Path, models_dir: Path | None):
 
     os.environ["TZ"] = "UTC"
     time.tzset()
-    app = WorkbenchApp(fixed_config(base, models_dir), clock=lambda: FIXED_NOW)
+    app = WorkbenchApp(fixed_config(base, models_dir))
+    app.workbench.notices.clear()  # they depend on the machine (a missing OpenBLAS); the pictures must not
     seed_store(app.workbench.store)
     return app
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from engine.cloud.base import CloudBackend, CloudConfig, _Decoder
+from engine.cloud.base import CloudBackend, _Decoder
 from engine.types import ChatRequest, ChatResult, Chunk
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -33,9 +33,6 @@ class AnthropicBackend(CloudBackend):
 
     # 529: Anthropic "overloaded".
     extra_retry_statuses: ClassVar[frozenset[int]] = frozenset({529})
-
-    def __init__(self, cfg: CloudConfig, api_key: str | None) -> None:
-        super().__init__(cfg, api_key)
 
     def _endpoint(self) -> str:
         base = self.cfg.base_url.rstrip("/")

@@ -21,7 +21,7 @@ from router.serve import Listener
 from router.store import BackendRecord
 from router.workbench import Workbench
 
-FAST = {"retries": 0, "backoff_factor": 0.01, "connect_timeout": 2.0, "first_byte_timeout": 10.0,
+FAST = {"retries": 0, "backoff_factor": 0.01, "connect_timeout": 2.0, "deadline": 10.0,
         "idle_timeout": 10.0, "total_timeout": 30.0, "fail_max": 3, "reset_timeout": 30.0}
 FIXTURES = Path(__file__).parent / "fixtures"
 LONG_CONTEXT = 65536
@@ -52,6 +52,7 @@ async def workbench(tmp_path: Path, agent_models_dir: Path, fake_upstream):
     wb.secrets.set("openai", "sk-upstream-openai-0123456789")
     wb.secrets.set("anthropic", "sk-upstream-anthropic-0123456789")
     wb.refresh_keys()
+    wb.store.set_cloud_routing(True)  # off in a new data directory
     wb.store.add_rule(Rule("agent-local", "local", model="tiny-long-mlx"))
     wb.store.add_rule(Rule("agent-small", "local", model="tiny-llama-mlx"))
     wb.store.add_rule(Rule("agent-openai", "openai", model="gpt-fake"))

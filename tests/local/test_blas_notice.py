@@ -76,3 +76,15 @@ def test_the_notice_matches_what_mlx_then_runs_on() -> None:
     assert out.returncode == 0, out.stderr
     no_notice, on_openblas = out.stdout.split()
     assert no_notice == on_openblas
+
+
+@linux_only
+async def test_the_tui_says_it_once_at_start(tmp_path: Path, tiny_models_dir: Path, monkeypatch) -> None:
+    from tests.tui.helpers import make_app, notifications, wait_for
+
+    monkeypatch.setattr(blas, "find_openblas", lambda: None)
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: notifications(app), timeout=10)
+        said = [n for n in notifications(app) if "no system OpenBLAS" in n]
+    assert len(said) == 1 and said[0].endswith(openblas_install_command())

@@ -22,7 +22,7 @@ from router.workbench import Workbench
 from tests.fixtures.fake_upstream import OPENAI_DEFAULT_TEXT
 from tests.router.storage_fixtures import FullDiskStore, hold_lock
 
-UP = {"retries": 0, "connect_timeout": 5.0, "first_byte_timeout": 20.0}
+UP = {"retries": 0, "connect_timeout": 5.0, "deadline": 20.0}
 
 
 def ask(request_id: str, stream: bool = True) -> ChatRequest:
@@ -34,6 +34,7 @@ def workbench(tmp_path: Path, store: Store, upstream_url: str, monkeypatch: pyte
     monkeypatch.setenv("MLXWB_KEY_UP", "sk-upstream-0123456789")
     store.save_backend(BackendRecord("up", "openai-compatible", upstream_url, dict(UP)))
     store.add_rule(Rule("gpt-*", "up"))
+    store.set_cloud_routing(True)  # off in a new data directory
     config = AppConfig(engine=EngineConfig(data_dir=tmp_path, model_dirs=[], scan_hf_cache=False),
                        db_path=store.path)
     return Workbench(config, store)

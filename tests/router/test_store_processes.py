@@ -90,7 +90,8 @@ def test_three_processes_write_at_once_without_a_single_locked_error(tmp_path: P
     tags, rounds = ("p0", "p1", "p2"), 25
     store = Store.open(db)
     store.save_backend(BackendRecord("up", "openai-compatible", fake_upstream.openai_url,
-                                     {"retries": 0, "connect_timeout": 5.0, "first_byte_timeout": 20.0}))
+                                     {"retries": 0, "connect_timeout": 5.0, "deadline": 20.0}))
+    store.set_cloud_routing(True)  # off in a new data directory
     for tag in tags:
         store.add_rule(Rule(f"{tag}-model", "up"))
     store.close()
