@@ -29,8 +29,9 @@ QUESTION = "What is the capital of France?"
 
 
 def request(text: str, tokens: int, priority: str = "normal") -> ChatRequest:
-    return ChatRequest(model="demo", messages=[Message("user", text)], temperature=0, max_tokens=tokens,
-                       priority=priority)
+    return ChatRequest(
+        model="demo", messages=[Message("user", text)], temperature=0, max_tokens=tokens, priority=priority
+    )
 
 
 async def ttft(engine: LocalEngine, priority: str) -> float:
@@ -49,8 +50,10 @@ async def wait_until(condition: object, limit_s: float = 600.0) -> None:
 async def busy_ttft(engine: LocalEngine, busy: int, max_batch: int, priority: str) -> tuple[float, int, int]:
     """TTFT of one request while `busy` long normal requests run or wait; also running and queued
     counts seen when it was sent."""
-    long = [asyncio.create_task(collect(engine.stream(request(f"Write a long story about lighthouse {i}.", 400))))
-            for i in range(busy)]
+    long = [
+        asyncio.create_task(collect(engine.stream(request(f"Write a long story about lighthouse {i}.", 400))))
+        for i in range(busy)
+    ]
     try:
         await wait_until(lambda: (engine.snapshot().running, engine.snapshot().queued) == (max_batch, busy - max_batch))
         await asyncio.sleep(0.5)  # well into decoding
@@ -83,8 +86,10 @@ async def main() -> int:
             idle.append(await ttft(engine, "high"))
             t, running, queued = await busy_ttft(engine, args.busy, args.max_batch, "high")
             high.append(t)
-        print(f"blas: {engine.memory().blas}; max_batch {args.max_batch}; {args.busy} long normal requests "
-              f"({running} decoding, {queued} queued when the high request was sent)")
+        print(
+            f"blas: {engine.memory().blas}; max_batch {args.max_batch}; {args.busy} long normal requests "
+            f"({running} decoding, {queued} queued when the high request was sent)"
+        )
         print(f"high request TTFT, idle engine: median {statistics.median(idle):.3f} s  {[round(x, 3) for x in idle]}")
         print(f"high request TTFT, busy engine: median {statistics.median(high):.3f} s  {[round(x, 3) for x in high]}")
         print(f"ratio busy/idle: {statistics.median(high) / statistics.median(idle):.2f}x (target <= 1.5x)")

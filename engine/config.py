@@ -41,9 +41,7 @@ class EngineConfig:
     model_dirs: list[Path] = field(default_factory=list)
     # Also scan the Hugging Face hub cache (HF_HUB_CACHE or ~/.cache/huggingface/hub) if present.
     scan_hf_cache: bool = True
-    memory_budget_bytes: int = field(
-        default_factory=lambda: int(total_memory_bytes() * DEFAULT_BUDGET_FRACTION)
-    )
+    memory_budget_bytes: int = field(default_factory=lambda: int(total_memory_bytes() * DEFAULT_BUDGET_FRACTION))
     # Load the system OpenBLAS before MLX on Linux (env MLXWB_NO_OPENBLAS=1 turns it off).
     use_system_openblas: bool = field(default_factory=lambda: not openblas_disabled_by_env())
 

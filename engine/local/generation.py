@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.local.pacing import MAX_CHUNK, PrefillPacer
 from engine.local.prompt_cache import PromptCacheStore
@@ -32,7 +32,7 @@ from engine.local.scheduler import AdmissionQueue, high_overflow
 from engine.types import CancelledError, UnavailableError
 
 log = logging.getLogger(__name__)
-
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -188,9 +188,16 @@ class WorkerSnapshot:
 class MLXWorker:
     """Owns the MLX thread. Jobs are plain callables run in submission order between steps."""
 
-    def __init__(self, name: str = "mlx", *, prompt_cache: PromptCacheStore | None = None,
-                 max_batch: int = 8, prefill_step_s: float = 0.25, prefill_chunk_tokens: int = 0,
-                 cache_room: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "mlx",
+        *,
+        prompt_cache: PromptCacheStore | None = None,
+        max_batch: int = 8,
+        prefill_step_s: float = 0.25,
+        prefill_chunk_tokens: int = 0,
+        cache_room: Callable[[], int] | None = None,
+    ) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._batches: dict[str, _Batch] = {}
         self._thread: threading.Thread | None = None
@@ -216,9 +223,9 @@ class MLXWorker:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
 
-    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         self._ensure_thread()
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def job() -> None:
             if not fut.set_running_or_notify_cancel():
@@ -231,7 +238,7 @@ class MLXWorker:
         self._jobs.put(job)
         return fut
 
-    async def run(self, fn: Callable[[], Any]) -> Any:
+    async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self.submit(fn))
 
     def snapshot(self) -> WorkerSnapshot:
@@ -272,9 +279,13 @@ class MLXWorker:
         places = self.max_batch + high_overflow(self.max_batch)
         # prefill_step_size is set before every step (pacing.py); the largest value here keeps the
         # prompt batch from splitting a chunk again inside one step.
-        return BatchGenerator(model, stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
-                              prefill_batch_size=places, completion_batch_size=places,
-                              prefill_step_size=max(MAX_CHUNK, self.pacer.fixed_chunk))
+        return BatchGenerator(
+            model,
+            stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
+            prefill_batch_size=places,
+            completion_batch_size=places,
+            prefill_step_size=max(MAX_CHUNK, self.pacer.fixed_chunk),
+        )
 
     def drop_model(self, model_id: str) -> None:
         """Forget the model's batch and caches (before or after unloading it); its requests end
@@ -291,19 +302,9 @@ class MLXWorker:
     def _run(self) -> None:
         while True:
             idle = not any(b.active or len(b.queue) for b in self._batches.values())
-            try:
-                job = self._jobs.get(block=idle)
-            except queue.Empty:
-                job = ...
-            while job is not ...:
-                if job is None:
-                    self._shutdown()
-                    return
-                job()
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    job = ...
+            if not self._run_jobs(block=idle):
+                self._shutdown()
+                return
             for model_id in list(self._batches):
                 batch = self._batches.get(model_id)
                 if batch is None:
@@ -313,6 +314,20 @@ class MLXWorker:
                 if batch.active:
                     self._step(model_id, batch)
             self._publish()
+
+    def _run_jobs(self, *, block: bool) -> bool:
+        """Run the queued jobs (waiting for one if `block`); False when asked to stop."""
+        try:
+            job = self._jobs.get(block=block)
+        except queue.Empty:
+            return True
+        while job is not None:
+            job()
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return True
+        return False
 
     def _publish(self) -> None:
         models = []
@@ -358,13 +373,25 @@ class MLXWorker:
         hit = self.prompt_cache.fetch(model_id, sub.prompt)
         p = sub.params
         [uid] = batch.generator.insert(
-            [hit.rest], max_tokens=[p.max_tokens], caches=[hit.cache] if hit.cache is not None else None,
-            all_tokens=[sub.prompt[:hit.cached]], samplers=[make_sampler(p.temperature, p.top_p, p.seed)])
+            [hit.rest],
+            max_tokens=[p.max_tokens],
+            caches=[hit.cache] if hit.cache is not None else None,
+            all_tokens=[sub.prompt[: hit.cached]],
+            samplers=[make_sampler(p.temperature, p.top_p, p.seed)],
+        )
         sub.handle.admitted = True
         batch.active[uid] = _Active(
-            handle=sub.handle, uid=uid, model_id=model_id, detok=sub.tokenizer.detokenizer,
-            eos=frozenset(sub.tokenizer.eos_token_ids), stops=p.stop, prompt_tokens=len(sub.prompt),
-            received=sub.handle.received, admitted=now, load_s=sub.load_s, cached_tokens=hit.cached,
+            handle=sub.handle,
+            uid=uid,
+            model_id=model_id,
+            detok=sub.tokenizer.detokenizer,
+            eos=frozenset(sub.tokenizer.eos_token_ids),
+            stops=p.stop,
+            prompt_tokens=len(sub.prompt),
+            received=sub.handle.received,
+            admitted=now,
+            load_s=sub.load_s,
+            cached_tokens=hit.cached,
             to_read=len(hit.rest) - 1,
         )
 
@@ -389,19 +416,19 @@ class MLXWorker:
         self._counts["steps"] += 1
         chunks = read = 0
         for pr in prompt_responses:
-            act = batch.active.get(pr.uid)
-            if act is None:
+            reader = batch.active.get(pr.uid)
+            if reader is None:
                 continue
             if pr.end_of_prompt:
-                act.prefilled = True
+                reader.prefilled = True
                 continue
             chunks += 1
-            read += pr.progress[0] - act.read_tokens
-            act.read_tokens = pr.progress[0]
-            act.prefill_chunks += 1
-            act.handle.prefill_chunks = act.prefill_chunks
-            if act.handle.on_prefill_chunk is not None:
-                act.handle.on_prefill_chunk(act.prefill_chunks)
+            read += pr.progress[0] - reader.read_tokens
+            reader.read_tokens = pr.progress[0]
+            reader.prefill_chunks += 1
+            reader.handle.prefill_chunks = reader.prefill_chunks
+            if reader.handle.on_prefill_chunk is not None:
+                reader.handle.on_prefill_chunk(reader.prefill_chunks)
         if read > 0:
             log.debug("%s: read %d prompt tokens (chunk %d) in %.3f s", model_id, read, gen.prefill_step_size, elapsed)
         self.pacer.record(model_id, elapsed, read, decoded=decoding and bool(responses))
@@ -437,8 +464,9 @@ class MLXWorker:
                 stopped_by_text.append(act)
                 batch.active.pop(r.uid, None)
         if stopped_by_text:
-            kept = batch.generator.remove([a.uid for a in stopped_by_text],
-                                          return_prompt_caches=self.prompt_cache.enabled)
+            kept = batch.generator.remove(
+                [a.uid for a in stopped_by_text], return_prompt_caches=self.prompt_cache.enabled
+            )
             for cache, tokens in kept.values():
                 self._keep_cache(model_id, tokens, cache)
         if finals or stopped_by_text:
@@ -469,14 +497,14 @@ class MLXWorker:
             if hits:
                 cut = min(hits)
                 if cut > act.sent:
-                    act.handle.deliver(act.text[act.sent:cut])
+                    act.handle.deliver(act.text[act.sent : cut])
                 act.sent = cut
                 return True
             safe = len(act.text) if final else len(act.text) - max(len(s) for s in act.stops) + 1
         else:
             safe = len(act.text)
         if safe > act.sent:
-            act.handle.deliver(act.text[act.sent:safe])
+            act.handle.deliver(act.text[act.sent : safe])
             act.sent = safe
         if final:
             self._finish(act, reason or "stop")
@@ -489,5 +517,16 @@ class MLXWorker:
         if act.first_at is not None and act.last_at is not None and act.tokens > 1 and act.last_at > act.first_at:
             tps = (act.tokens - 1) / (act.last_at - act.first_at)
         queued = max(0.0, act.admitted - act.received - act.load_s) if act.admitted else None
-        act.handle.deliver(Finished(reason, act.prompt_tokens, act.tokens, ttft, tps, queued, act.load_s,
-                                    act.cached_tokens, act.prefill_chunks))
+        act.handle.deliver(
+            Finished(
+                reason,
+                act.prompt_tokens,
+                act.tokens,
+                ttft,
+                tps,
+                queued,
+                act.load_s,
+                act.cached_tokens,
+                act.prefill_chunks,
+            )
+        )

@@ -46,8 +46,9 @@ def outside_gguf(tiny_gguf_model: Path, tmp_path: Path) -> Path:
     return Path(shutil.copy(tiny_gguf_model, elsewhere / "stray.gguf"))
 
 
-async def test_a_path_from_the_network_is_not_found_and_never_probed(tiny_models_dir: Path, tmp_path: Path,
-                                                                     outside_gguf: Path) -> None:
+async def test_a_path_from_the_network_is_not_found_and_never_probed(
+    tiny_models_dir: Path, tmp_path: Path, outside_gguf: Path
+) -> None:
     eng = engine_for(tiny_models_dir, tmp_path)
     try:
         for name in (str(outside_gguf), "/etc/passwd", str(tmp_path)):
@@ -59,8 +60,9 @@ async def test_a_path_from_the_network_is_not_found_and_never_probed(tiny_models
         await eng.aclose()
 
 
-async def test_the_local_user_may_name_a_model_by_its_path(tiny_models_dir: Path, tmp_path: Path,
-                                                          outside_gguf: Path) -> None:
+async def test_the_local_user_may_name_a_model_by_its_path(
+    tiny_models_dir: Path, tmp_path: Path, outside_gguf: Path
+) -> None:
     eng = engine_for(tiny_models_dir, tmp_path)
     try:
         result = await collect(eng.stream(ask(str(outside_gguf), allow_model_paths=True)))
@@ -72,8 +74,9 @@ async def test_the_local_user_may_name_a_model_by_its_path(tiny_models_dir: Path
         await eng.aclose()
 
 
-async def test_unknown_names_are_remembered_and_scans_run_off_the_loop(tiny_models_dir: Path, tmp_path: Path,
-                                                                       scans: list[int]) -> None:
+async def test_unknown_names_are_remembered_and_scans_run_off_the_loop(
+    tiny_models_dir: Path, tmp_path: Path, scans: list[int]
+) -> None:
     eng = engine_for(tiny_models_dir, tmp_path)
     try:
         await collect(eng.stream(ask("tiny-llama")))
@@ -104,7 +107,8 @@ async def test_concurrent_lookups_share_one_rescan(tiny_models_dir: Path, tmp_pa
 
 
 async def test_a_model_added_later_is_found_after_the_unknown_entry_expires(
-        tiny_gguf_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_gguf_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     models = tmp_path / "models"
     models.mkdir()
     now = [1000.0]

@@ -30,8 +30,7 @@ def test_models_list_json_describes_the_model(tiny_gguf_model: Path, tmp_path: P
     assert Path(row["path"]).name == tiny_gguf_model.name
 
 
-def test_models_list_table_has_a_header_and_a_row(tiny_gguf_model: Path, tmp_path: Path, monkeypatch,
-                                                 capsys) -> None:
+def test_models_list_table_has_a_header_and_a_row(tiny_gguf_model: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     _data_with(tiny_gguf_model, tmp_path, monkeypatch)
     assert main(["models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -44,8 +43,7 @@ def test_models_list_with_no_models_says_how_to_get_one(capsys) -> None:
     assert "fetch-demo" in capsys.readouterr().out
 
 
-def test_chat_errors_are_one_line_without_traceback(tiny_gguf_model: Path, tmp_path: Path, monkeypatch,
-                                                   capsys) -> None:
+def test_chat_errors_are_one_line_without_traceback(tiny_gguf_model: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     _data_with(tiny_gguf_model, tmp_path, monkeypatch)
     assert main(["chat", "--local", "--model", "no-such-model", "hi"]) == 1
     err = capsys.readouterr().err
@@ -74,8 +72,7 @@ def _config_with(tmp_path: Path, monkeypatch, **keys: str) -> Path:
     return cfg
 
 
-def test_models_list_and_chat_local_honour_config(tiny_gguf_model: Path, tmp_path: Path, monkeypatch,
-                                                 capsys) -> None:
+def test_models_list_and_chat_local_honour_config(tiny_gguf_model: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     data = tmp_path / "configured-data"
     (data / "models").mkdir(parents=True)
     shutil.copy(tiny_gguf_model, data / "models" / "configured.gguf")
@@ -100,15 +97,13 @@ def test_a_bad_config_is_one_error_line_for_local_commands(tmp_path: Path, capsy
         assert err.startswith("error: ") and "max_batch" in err and "Traceback" not in err
 
 
-def test_chat_on_the_command_line_may_name_a_model_by_path(tiny_gguf_model: Path, tmp_path: Path,
-                                                          capsys) -> None:
+def test_chat_on_the_command_line_may_name_a_model_by_path(tiny_gguf_model: Path, tmp_path: Path, capsys) -> None:
     assert main(["chat", "--local", "--model", str(tiny_gguf_model), "--max-tokens", "4", "Hello"]) == 0
     assert capsys.readouterr().out.strip()
 
 
 @pytest.mark.demo
-def test_fetch_demo_uses_the_configured_data_dir(demo_model_path: Path, tmp_path: Path, monkeypatch,
-                                                 capsys) -> None:
+def test_fetch_demo_uses_the_configured_data_dir(demo_model_path: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     data = tmp_path / "configured-data"
     (data / "models" / "demo").mkdir(parents=True)
     (data / "models" / "demo" / demo_model_path.name).symlink_to(demo_model_path)
@@ -121,8 +116,12 @@ def test_the_answer_line_says_when_load_or_queue_took_time() -> None:
     from engine.types import Chunk, Usage
     from tui.cli.chat import answer_line
 
-    final = Chunk(finish_reason="stop", backend="local", model="demo",
-                  usage=Usage(10, 5, ttft_s=3.2, tokens_per_s=20.0, queued_s=0.05, load_s=2.9))
+    final = Chunk(
+        finish_reason="stop",
+        backend="local",
+        model="demo",
+        usage=Usage(10, 5, ttft_s=3.2, tokens_per_s=20.0, queued_s=0.05, load_s=2.9),
+    )
     line = answer_line(final)
     assert "loaded demo in 2.9 s" in line and "first token after 3.20 s" in line and "queued" not in line
     final.usage.queued_s = 1.5

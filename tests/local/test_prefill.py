@@ -74,8 +74,11 @@ class Direct:
             loaded = eng._manager.get(info)
             prompt = render_prompt(loaded.tokenizer, self.request)
             self.prompt_tokens = len(prompt)
-            params = GenParams(max_tokens=self.request.max_tokens or 16, temperature=self.request.temperature or 0,
-                               seed=self.request.seed)
+            params = GenParams(
+                max_tokens=self.request.max_tokens or 16,
+                temperature=self.request.temperature or 0,
+                seed=self.request.seed,
+            )
             eng._worker.enqueue(Submission(self.handle, info.id, loaded.model, loaded.tokenizer, prompt, params))
 
         await eng._worker.run(begin)
@@ -201,8 +204,9 @@ async def test_demo_model_a_cancelled_long_prompt_frees_the_thread(demo_model_pa
         _, end = await victim.result()
         assert isinstance(end, CancelledError)
         assert victim.prompt_tokens > 1000 and victim.handle.prefill_chunks == 2
-        short = ChatRequest(model="demo", messages=[Message("user", "What is the capital of France?")],
-                            temperature=0, max_tokens=12)
+        short = ChatRequest(
+            model="demo", messages=[Message("user", "What is the capital of France?")], temperature=0, max_tokens=12
+        )
         assert "Paris" in (await collect(eng.stream(short))).text
         assert eng._worker.snapshot().running == 0
     finally:

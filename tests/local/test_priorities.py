@@ -59,8 +59,14 @@ MODEL = "tiny-llama-mlx"
 
 
 def long_request(priority: str = "normal", seed: int = 1) -> ChatRequest:
-    return ChatRequest(model=MODEL, messages=[Message("user", f"Hello {seed}")], max_tokens=300, temperature=1.0,
-                       seed=seed, priority=priority)
+    return ChatRequest(
+        model=MODEL,
+        messages=[Message("user", f"Hello {seed}")],
+        max_tokens=300,
+        temperature=1.0,
+        seed=seed,
+        priority=priority,
+    )
 
 
 async def wait_for(condition: Any, limit_s: float = 60.0) -> None:
@@ -73,8 +79,9 @@ async def wait_for(condition: Any, limit_s: float = 60.0) -> None:
 
 @pytest.fixture
 async def engine(tiny_models_dir: Path, tmp_path: Path):
-    eng = LocalEngine(EngineConfig(data_dir=tmp_path / "data", model_dirs=[tiny_models_dir], scan_hf_cache=False,
-                                   max_batch=2))
+    eng = LocalEngine(
+        EngineConfig(data_dir=tmp_path / "data", model_dirs=[tiny_models_dir], scan_hf_cache=False, max_batch=2)
+    )
     await eng.load(MODEL)
     yield eng
     await eng.aclose()

@@ -61,8 +61,9 @@ async def test_time_waiting_for_a_place_is_counted(tiny_models_dir: Path, tmp_pa
         await eng.aclose()
 
 
-async def test_a_prompt_longer_than_the_context_is_a_400_naming_both_numbers(tiny_models_dir: Path,
-                                                                            tmp_path: Path) -> None:
+async def test_a_prompt_longer_than_the_context_is_a_400_naming_both_numbers(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
     eng = engine_for(tiny_models_dir, tmp_path)
     try:
         text = "The quick brown fox jumps over the lazy dog. " * 80
@@ -108,8 +109,7 @@ async def test_load_progress_is_posted_to_the_event_loop(tiny_models_dir: Path, 
         await eng.aclose()
 
 
-async def test_memory_and_is_loaded_are_safe_while_the_mlx_thread_loads(tiny_models_dir: Path,
-                                                                       tmp_path: Path) -> None:
+async def test_memory_and_is_loaded_are_safe_while_the_mlx_thread_loads(tiny_models_dir: Path, tmp_path: Path) -> None:
     eng = engine_for(tiny_models_dir, tmp_path)
     errors: list[BaseException] = []
     stop = threading.Event()

@@ -14,8 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", help="the question (use - to read it from stdin)")
     p.add_argument("--model", "-m", default="demo", help="model name, local id or alias (default: demo)")
     p.add_argument("--system", help="system prompt")
-    p.add_argument("--temperature", "-t", type=float, default=0.0,
-                   help="sampling temperature (default 0: greedy, the same answer every time)")
+    p.add_argument(
+        "--temperature",
+        "-t",
+        type=float,
+        default=0.0,
+        help="sampling temperature (default 0: greedy, the same answer every time)",
+    )
     p.add_argument("--max-tokens", type=int, default=512, help="answer length limit (default 512)")
     p.add_argument("--seed", type=int, help="random seed for temperature > 0")
     p.add_argument("--local", action="store_true", help="use the local engine directly, bypassing the routing rules")
@@ -45,9 +50,16 @@ async def _chat(args: argparse.Namespace) -> int:
     messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt)]
     # The person at the terminal: a model may be named by its path, and they never wait behind
     # the listener's clients.
-    request = ChatRequest(model=args.model, messages=messages, max_tokens=args.max_tokens,
-                          temperature=args.temperature, seed=args.seed, metadata={"front_end": "cli"},
-                          allow_model_paths=True, priority="high")
+    request = ChatRequest(
+        model=args.model,
+        messages=messages,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        metadata={"front_end": "cli"},
+        allow_model_paths=True,
+        priority="high",
+    )
     from router.config import ConfigError, load_config
 
     try:
@@ -56,6 +68,7 @@ async def _chat(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     closers = []
+    streamer: Callable[[ChatRequest], Any]  # LocalEngine.stream or the router's RouteStream
     try:
         if args.local:
             from engine.local.engine import LocalEngine

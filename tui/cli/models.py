@@ -63,8 +63,16 @@ def _list(args: argparse.Namespace) -> int:
         print("no local models found; run `mlx-workbench models fetch-demo`")
         return 0
     rows = [("ID", "FORMAT", "ARCH", "PARAMS", "QUANT", "SIZE", "ALIASES")] + [
-        (m.id, m.format, m.architecture, human_count(m.parameters), m.quantization, human_bytes(m.size_bytes),
-         ",".join(m.aliases)) for m in models
+        (
+            m.id,
+            m.format,
+            m.architecture,
+            human_count(m.parameters),
+            m.quantization,
+            human_bytes(m.size_bytes),
+            ",".join(m.aliases),
+        )
+        for m in models
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
