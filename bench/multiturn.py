@@ -132,14 +132,20 @@ async def main() -> int:
         print(f"blas: {cached.memory().blas}")
         for engine in (cached, plain):  # warm-up: the prefill pace is measured on the first prompts
             await collect(engine.stream(request([Message("user", "Say hello in French, Spanish and German.")], 4)))
-        rows = await conversation(cached, plain, args.turns, args.answer_tokens)
-        print(f"{'turn':>4}{'prompt':>8}{'cached':>8}{'TTFT cache s':>14}{'TTFT no cache s':>17}  same answer")
-        for turn, prompt, hit, t_cache, t_plain, same in rows:
-            print(f"{turn:>4}{prompt:>8}{hit or 0:>8}{t_cache:>14.3f}{t_plain:>17.3f}  {same}")
-        first, last = rows[0], rows[-1]
+        runs = [await conversation(cached, plain, args.turns, args.answer_tokens) for _ in range(args.reps)]
+        print(f"median of {args.reps} conversations, each from an empty cache")
+        print(f"{'turn':>4}{'prompt':>8}{'cached':>8}{'TTFT cache s':>14}{'TTFT no cache s':>17}")
+        medians = []
+        for turn in range(args.turns):
+            prompt, hit = runs[0][turn][0], runs[0][turn][1]
+            t_cache = statistics.median(r[turn][2] for r in runs)
+            t_plain = statistics.median(r[turn][3] for r in runs)
+            medians.append((t_cache, t_plain))
+            print(f"{turn + 1:>4}{prompt:>8}{hit:>8}{t_cache:>14.3f}{t_plain:>17.3f}")
+        (c1, p1), (c8, p8) = medians[0], medians[-1]
         print(
-            f"turn {last[0]} / turn 1 TTFT: with cache {last[3] / first[3]:.2f}x (target <= 1.5x), "
-            f"without {last[4] / first[4]:.2f}x; cache {cached.memory().prompt_cache_bytes / 2**20:.1f} MiB"
+            f"turn {args.turns} / turn 1 TTFT: with cache {c8 / c1:.2f}x (target <= 1.5x), without {p8 / p1:.2f}x; "
+            f"cache {cached.memory().prompt_cache_bytes / 2**20:.1f} MiB"
         )
         await plain.aclose()
         to_free, to_token, idle = await cancel_runs(cached, args.long_tokens, args.reps)

@@ -250,7 +250,8 @@ class LocalEngine:
         def begin() -> None:
             started = time.perf_counter()
             was_loaded = self._manager.is_loaded(info.id)
-            loaded = self._manager.get(info)
+            # A client that goes away during the load stops it too (between load stages).
+            loaded = self._manager.get(info, cancel=handle.cancelled)
             load_s = 0.0 if was_loaded else time.perf_counter() - started
             prompt = render_prompt(loaded.tokenizer, request)
             if not prompt:

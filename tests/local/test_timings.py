@@ -138,3 +138,26 @@ async def test_memory_and_is_loaded_are_safe_while_the_mlx_thread_loads(tiny_mod
         thread.join()
         await eng.aclose()
     assert errors == []
+
+
+async def test_a_client_gone_during_the_load_stops_the_load(tiny_models_dir: Path, tmp_path: Path) -> None:
+    eng = engine_for(tiny_models_dir, tmp_path)
+    try:
+        gate = threading.Event()
+        await eng._worker.run(lambda: None)  # the MLX thread is up
+        eng._worker.submit(gate.wait)  # hold the thread so the request waits before its load
+        stream = eng.stream(ask())
+        task = asyncio.ensure_future(stream.__anext__())
+        for _ in range(10_000):  # until its load job is queued behind the gate
+            if eng._worker._jobs.qsize() == 1:
+                break
+            await asyncio.sleep(0.001)
+        assert eng._worker._jobs.qsize() == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gate.set()
+        await eng._worker.run(lambda: None)  # the load job has run (and stopped)
+        assert eng.memory().loaded == []
+    finally:
+        await eng.aclose()
