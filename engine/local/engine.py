@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -179,7 +180,8 @@ class LocalEngine:
             report = progress
 
             def post(p: LoadProgress) -> None:
-                loop.call_soon_threadsafe(report, p)
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is watching
+                    loop.call_soon_threadsafe(report, p)
 
         await self._worker.run(lambda: self._manager.get(info, post, cancel))
         return info

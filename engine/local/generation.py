@@ -332,8 +332,7 @@ class MLXWorker:
     def _publish(self) -> None:
         models = []
         for model_id, b in self._batches.items():
-            seen = self._max_seen[model_id] = max(self._max_seen.get(model_id, 0), len(b.active))
-            models.append(ModelLoad(model_id, len(b.active), len(b.queue), seen))
+            models.append(ModelLoad(model_id, len(b.active), len(b.queue), self._max_seen.get(model_id, 0)))
         cache = self.prompt_cache.published
         self._published = WorkerSnapshot(tuple(models), cache.nbytes, cache.entries, **self._counts)
 
@@ -368,6 +367,7 @@ class MLXWorker:
             except Exception as exc:  # one request the generator refuses must not stop the others
                 log.exception("could not start a generation on %s", model_id)
                 sub.handle.deliver(UnavailableError(f"generation failed: {type(exc).__name__}: {exc}"))
+        self._max_seen[model_id] = max(self._max_seen.get(model_id, 0), len(batch.active))
 
     def _insert(self, model_id: str, batch: _Batch, sub: Submission, now: float) -> None:
         hit = self.prompt_cache.fetch(model_id, sub.prompt)
