@@ -9,7 +9,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 from engine.config import EngineConfig
@@ -229,43 +228,16 @@ class LocalEngine:
         received = time.perf_counter()
         self._requests += 1
         try:
-            request.validate()
-            request.require_text_only(self.name)
-            if request.priority not in PRIORITIES:
-                raise RejectedError(
-                    f"priority: must be one of {', '.join(PRIORITIES)}, not {request.priority!r}", backend=self.name
-                )
+            _check(request, self.name)
             info = await self.aresolve(request.model, allow_paths=request.allow_model_paths)
             self._ensure_blas()
         except EngineError as exc:
             self._record_error(exc)
             raise
-        params = GenParams(
-            max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
-            temperature=DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
-            top_p=request.top_p,
-            seed=request.seed,
-            stop=tuple(s for s in request.stop if s),
-        )
         handle = GenerationHandle(asyncio.get_running_loop(), received)
 
         def begin() -> None:
-            started = time.perf_counter()
-            was_loaded = self._manager.is_loaded(info.id)
-            # A client that goes away during the load stops it too (between load stages).
-            loaded = self._manager.get(info, cancel=handle.cancelled)
-            load_s = 0.0 if was_loaded else time.perf_counter() - started
-            prompt = render_prompt(loaded.tokenizer, request)
-            if not prompt:
-                raise RejectedError("the prompt renders to no tokens")
-            context = context_length(info, loaded)
-            if len(prompt) >= context:
-                raise ContextLengthError(len(prompt), context, info.id, backend=self.name)
-            # Never generate past the model's context window, whatever max_tokens says.
-            fitted = replace(params, max_tokens=max(1, min(params.max_tokens, context - len(prompt))))
-            self._worker.enqueue(
-                Submission(handle, info.id, loaded.model, loaded.tokenizer, prompt, fitted, request.priority, load_s)
-            )
+            self._worker.enqueue(self._prepare(info, request, handle))
 
         finished = False
         try:
@@ -302,6 +274,29 @@ class LocalEngine:
                 # before its next step, whether it is queued, reading its prompt or decoding.
                 handle.cancelled.set()
 
+    def _prepare(self, info: ModelInfo, request: ChatRequest, handle: GenerationHandle) -> Submission:
+        """On the MLX thread: load the model if needed, render the prompt, check it fits."""
+        started = time.perf_counter()
+        was_loaded = self._manager.is_loaded(info.id)
+        # A client that goes away during the load stops it too (between load stages).
+        loaded = self._manager.get(info, cancel=handle.cancelled)
+        load_s = 0.0 if was_loaded else time.perf_counter() - started
+        prompt = render_prompt(loaded.tokenizer, request)
+        if not prompt:
+            raise RejectedError("the prompt renders to no tokens")
+        context = context_length(info, loaded)
+        if len(prompt) >= context:
+            raise ContextLengthError(len(prompt), context, info.id, backend=self.name)
+        params = GenParams(
+            # Never generate past the model's context window, whatever max_tokens says.
+            max_tokens=max(1, min(request.max_tokens or DEFAULT_MAX_TOKENS, context - len(prompt))),
+            temperature=DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=tuple(s for s in request.stop if s),
+        )
+        return Submission(handle, info.id, loaded.model, loaded.tokenizer, prompt, params, request.priority, load_s)
+
     def _record_error(self, exc: EngineError) -> None:
         self._errors += 1
         self._last_error = str(exc)
@@ -328,6 +323,16 @@ class LocalEngine:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._worker.stop)
+
+
+def _check(request: ChatRequest, backend: str) -> None:
+    """The 400s that need no model: fields, attachments, priority."""
+    request.validate()
+    request.require_text_only(backend)
+    if request.priority not in PRIORITIES:
+        raise RejectedError(
+            f"priority: must be one of {', '.join(PRIORITIES)}, not {request.priority!r}", backend=backend
+        )
 
 
 def context_length(info: ModelInfo, loaded: LoadedModel) -> int:
