@@ -345,13 +345,14 @@ class MLXWorker:
             batch.generator.close()
         self.prompt_cache.clear()
         self._publish()
-        if "mlx_lm.generate" in sys.modules:
-            # The generator computes each next token ahead (async_eval); let that finish, or the
-            # process may exit with MLX's stream thread still working (std::terminate, an abort).
+        if "mlx.core" in sys.modules:
+            # Join this thread's MLX streams now. Left to the thread's own teardown they raced the
+            # process exit: `chat --local` aborted ("terminate called without an active exception",
+            # exit 134) in about half the runs here.
             import mlx.core as mx
-            from mlx_lm.generate import generation_stream
 
-            mx.synchronize(generation_stream)
+            mx.synchronize()
+            mx.clear_streams()
 
     def _drop_cancelled(self, batch: _Batch) -> None:
         waiting = batch.queue.remove_if(lambda s: s.handle.cancelled.is_set())
