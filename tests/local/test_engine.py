@@ -158,11 +158,24 @@ async def test_load_reports_progress_and_unload_frees(engine: LocalEngine) -> No
     assert engine.memory().loaded == []
 
 
-async def test_cancel_during_load(engine: LocalEngine) -> None:
-    cancel = threading.Event()
+async def test_cancel_during_load(engine: LocalEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.local import gguf
 
-    def progress(p) -> None:
+    cancel, reacted = threading.Event(), threading.Event()
+    real = gguf.load_gguf
+
+    def held_between_stages(path, progress=None, cancel=None, **kw):
+        def report(stage: str, fraction: float) -> None:
+            progress(stage, fraction)
+            reacted.wait(10)  # the MLX thread goes on once the event loop has seen the report
+
+        return real(path, progress=report, cancel=cancel, **kw)
+
+    monkeypatch.setattr(gguf, "load_gguf", held_between_stages)
+
+    def progress(p) -> None:  # on the event loop, like the Models pane's Esc
         cancel.set()
+        reacted.set()
 
     with pytest.raises(CancelledError):
         await engine.load("tiny-llama", progress=progress, cancel=cancel)
