@@ -217,7 +217,7 @@ class WorkbenchApp(App[int]):
         self.push_screen(Confirm(f"Trip the breaker of {name}? Requests will skip it."), done)
 
     async def action_toggle_listener(self) -> None:
-        from router.serve import Listener, ListenerError
+        from router.listener import Listener, ListenerError
 
         if self.listener_running:
             await self.listener.stop()
