@@ -1,35 +1,51 @@
-"""The workbench app: five panes over one Workbench, built from a config object."""
+"""The workbench app: five panes over one Workbench, built from a config object (no globals).
+
+The app owns the status bar, the tabs and app-wide keys. It turns router events into messages for
+the panes and carries out what panes, cards and the palette ask for by message; it never calls a
+pane's methods.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
+import os
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.message import Message
+from textual.widgets import TabbedContent, TabPane
 
 from router.config import AppConfig
-from router.events import BackendsChanged, BreakerChanged, RequestFinished, RulesChanged
-from tui.format import human_bytes
+from router.events import (
+    BackendsChanged,
+    BreakerChanged,
+    RequestFinished,
+    RequestProgress,
+    RulesChanged,
+)
+from tui import messages
+from tui.db import DB_ERRORS, TuiDatabase, describe_db_error
+from tui.keys import binding_ids, check_keymap, help_rows
+from tui.panes.base import Pane
 from tui.panes.chat import ChatPane
 from tui.panes.health import HealthPane
 from tui.panes.models import ModelsPane
 from tui.panes.requests import RequestsPane
 from tui.panes.rules import RulesPane
+from tui.widgets.fit import FitFooter
+from tui.widgets.status_bar import StatusBar, StatusState
 
 log = logging.getLogger(__name__)
 
 PANES = [("chat", "Chat"), ("models", "Models"), ("rules", "Rules"), ("health", "Health"), ("requests", "Requests")]
-STATE_COLOURS = {"closed": "green", "half-open": "yellow", "open": "red"}
-
-
-class StatusBar(Static):
-    """Listener state, loaded models and memory, one dot per backend coloured by breaker state."""
+# Below this width the tabs drop their F-key prefix, so no label is cut.
+NARROW_TABS = 76
 
 
 class WorkbenchCommands(Provider):
@@ -37,19 +53,7 @@ class WorkbenchCommands(Provider):
 
     def commands(self) -> list[tuple[str, Callable[[], Any], str]]:
         app: WorkbenchApp = self.app  # type: ignore[assignment]
-        out: list[tuple[str, Callable[[], Any], str]] = []
-        for pane, title in PANES:
-            out.append((f"Go to {title}", partial(app.action_show_pane, pane), f"switch to the {title} pane"))
-        out.append(("New chat", app.action_new_chat, "start an empty conversation"))
-        out.append(("Add rule", app.action_add_rule, "open the rule form"))
-        listener = "Stop the listener" if app.listener_running else "Start the listener"
-        out.append((listener, app.action_toggle_listener, f"{app.config.listener_host}:{app.config.listener_port}"))
-        for info in app.workbench.local.models():
-            out.append((f"Load model {info.id}", partial(app.load_model, info.id), "load into memory"))
-        for snap in app.workbench.snapshots():
-            if snap.state in ("open", "half-open"):
-                out.append((f"Reset breaker {snap.name}", partial(app.reset_breaker, snap.name), snap.state))
-        return out
+        return list(app.palette_commands())
 
     async def discover(self) -> Hits:
         for name, action, help_text in self.commands():
@@ -68,50 +72,63 @@ class WorkbenchApp(App[int]):
     TITLE = "mlx-workbench"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS = [
-        *[Binding(f"f{i},alt+{i},{i}", f"show_pane('{pane}')", title, id=f"pane.{pane}", show=False)
+        *[Binding(f"f{i},alt+{i}", f"show_pane('{pane}')", title, id=f"pane-{pane}", show=False, key_display=f"f{i}")
           for i, (pane, title) in enumerate(PANES, 1)],
-        Binding("ctrl+l", "toggle_listener", "Listener", id="app.listener"),
-        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+        # ? is typed into text fields (the chat has only those): f10 opens the help from anywhere.
+        Binding("question_mark,f10", "help", "Help", id="app-help", key_display="?"),
+        Binding("ctrl+l", "toggle_listener", "Listener on/off", id="app-listener", show=False),
+        Binding("ctrl+q", "quit", "Quit", id="app-quit", priority=True, show=False),
     ]
 
-    def __init__(self, config: AppConfig, workbench: Any = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: AppConfig, workbench: Any = None) -> None:
         super().__init__()
         self.config = config
-        self.clock = clock
         self._own_workbench = workbench is None
         if workbench is None:
             from router.workbench import Workbench
 
             workbench = Workbench.open(config)
         self.workbench = workbench
+        from router.store import Store
+
+        self.db = TuiDatabase(lambda: Store.open(config.database))
         self.listener: Any = None
         self.theme = config.theme
-        self.mounted_at: float | None = None
-        self.status_markup = ""
+        # The [keymap] config section: the entries that name a binding are applied, the others said.
+        self.keymap, self.keymap_problems = check_keymap(config.keymap, binding_ids())
+        self.status_state = StatusState()
+        self._db_trouble: str | None = None
 
     @property
     def listener_running(self) -> bool:
         return self.listener is not None and self.listener.running
 
+    @property
+    def status_markup(self) -> str:
+        """The status bar as plain text (what a test or a screen reader sees)."""
+        return self.query_one(StatusBar).render().plain
+
     def compose(self) -> ComposeResult:
+        wb, db = self.workbench, self.db
         yield StatusBar(id="status-bar")
         with TabbedContent(id="panes", initial="chat"):
             with TabPane("F1 Chat", id="chat"):
-                yield ChatPane(id="chat-pane")
+                yield ChatPane(wb, db, id="chat-pane")
             with TabPane("F2 Models", id="models"):
-                yield ModelsPane(id="models-pane")
+                yield ModelsPane(wb, db, id="models-pane")
             with TabPane("F3 Rules", id="rules"):
-                yield RulesPane(id="rules-pane")
+                yield RulesPane(wb, db, id="rules-pane")
             with TabPane("F4 Health", id="health"):
-                yield HealthPane(id="health-pane")
+                yield HealthPane(wb, db, id="health-pane")
             with TabPane("F5 Requests", id="requests"):
-                yield RequestsPane(id="requests-pane")
-        # Compact: spaced out, the rules pane's bindings overflow even 120 columns and get cut in half.
-        yield Footer(compact=True)
+                yield RequestsPane(wb, db, id="requests-pane")
+        # Compact, and only the keys that fit whole; every key is in the help screen (?).
+        yield FitFooter(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.mounted_at = time.perf_counter()
-        for notice in self.workbench.store.notices:
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        for notice in [*self.workbench.notices, *self.keymap_problems]:
             self.notify(notice, severity="warning", timeout=15)
         self.refresh_status()
         self.pump_events()
@@ -120,41 +137,102 @@ class WorkbenchApp(App[int]):
         # right after start, and pull the tabs back to the chat.
         self.screen.set_focus(self.query_one("#prompt"))
 
-    def tick(self) -> None:
-        """Countdowns to half-open move even when no event arrives."""
-        if any(s.state != "closed" for s in self.workbench.snapshots()):
-            self.query_one(HealthPane).refresh_cards()
-            self.refresh_status()
+    def on_resize(self) -> None:
+        narrow = self.size.width < NARROW_TABS
+        tabs = self.query_one(TabbedContent)
+        for i, (pane, title) in enumerate(PANES, 1):
+            tabs.get_tab(pane).label = title if narrow else f"F{i} {title}"
+
+    # ------------------------------------------------------------ events -> messages
+
+    def broadcast(self, make: Callable[[], Message]) -> None:
+        """A fresh copy of a message for every pane (a message is handled once, by one node)."""
+        for pane in self.query(Pane):
+            pane.post_message(make())
+
+    def tell(self, pane: type[Pane], message: Message) -> None:
+        self.query_one(pane).post_message(message)
 
     @work(exclusive=True, group="events", exit_on_error=False)
     async def pump_events(self) -> None:
         sub = self.workbench.events.subscribe(maxsize=512)
         try:
             async for event in sub:
-                self.handle_workbench_event(event)
+                self.on_router_event(event)
         finally:
             sub.close()
 
-    def handle_workbench_event(self, event: Any) -> None:
+    def on_router_event(self, event: Any) -> None:
+        from router import events as router_events
+
+        status_cls = getattr(router_events, "RequestStatus", None)
+        if status_cls is not None and isinstance(event, status_cls):
+            self.broadcast(lambda: messages.RequestStatus(event.request_id, event.backend, event.text))
+            if event.backend == "local":
+                self.broadcast(messages.ModelsChanged)
         if isinstance(event, (BreakerChanged, RequestFinished, BackendsChanged)):
-            self.query_one(HealthPane).refresh_cards()
-            self.refresh_status()
+            self.broadcast(messages.BreakersChanged)
         if isinstance(event, RequestFinished):
-            self.query_one(RequestsPane).refresh_rows()
+            self.broadcast(lambda: messages.RequestLogged(event.record))
+        if isinstance(event, (RequestFinished, RequestProgress)):
+            # A request on the local engine may have loaded (or evicted) a model.
+            self.broadcast(messages.ModelsChanged)
         if isinstance(event, (RulesChanged, BackendsChanged)):
-            self.query_one(RulesPane).refresh_all()
-            self.query_one(ChatPane).refresh_models()
+            self.broadcast(messages.ConfigChanged)
+        self.refresh_status()
+
+    def tick(self) -> None:
+        """Countdowns to half-open move without events; other processes' changes are noticed here
+        (rules(), backends() compare a change token and publish what changed)."""
+        try:
+            self.workbench.router.rules()
+            snaps = self.workbench.snapshots()
+        except DB_ERRORS as exc:
+            self._db_trouble_once(exc)
+            return
+        self._db_trouble = None
+        if any(s.state != "closed" for s in snaps):
+            self.broadcast(messages.BreakersChanged)
+        self.refresh_status()
+
+    def _db_trouble_once(self, exc: BaseException) -> None:
+        text = describe_db_error(exc)
+        if text != self._db_trouble:
+            self._db_trouble = text
+            self.notify(f"the database cannot be read: {text}. The app keeps going and tries again every second.",
+                        severity="error", timeout=15)
+
+    def status_now(self) -> StatusState:
+        wb = self.workbench
+        mem = wb.local.memory()
+        try:
+            breakers = tuple((s.name, s.state) for s in wb.snapshots() if s.kind != "local")
+        except DB_ERRORS:
+            breakers = self.status_state.breakers
+        cloud = getattr(wb.router, "cloud_routing", None)
+        return StatusState(listener_url=self.listener.url if self.listener_running else None,
+                           loaded=len(mem.loaded), used_bytes=mem.used_bytes, budget_bytes=mem.budget_bytes,
+                           cache_bytes=getattr(mem, "prompt_cache_bytes", None),
+                           breakers=(("local", "closed"), *breakers),
+                           cloud=cloud if isinstance(cloud, bool) else None)
 
     def refresh_status(self) -> None:
-        mem = self.workbench.local.memory()
-        listener = f"listener {self.listener.url}" if self.listener_running else "listener off"
-        dots = "  ".join(f"[{STATE_COLOURS.get(s.state, 'white')}]●[/] {s.name}" for s in self.workbench.snapshots())
-        self.status_markup = (
-            f" {listener} │ {len(mem.loaded)} loaded, {human_bytes(mem.used_bytes)} / "
-            f"{human_bytes(mem.budget_bytes)} │ {dots}")
-        self.query_one(StatusBar).update(self.status_markup)
+        state = self.status_now()
+        if state != self.status_state:
+            self.status_state = state
+            self.query_one(StatusBar).state = state
 
-    # ------------------------------------------------------------ actions
+    @on(messages.StatusChanged)
+    def status_changed(self) -> None:
+        self.refresh_status()
+
+    @on(messages.ConfigWritten)
+    def config_written(self) -> None:
+        # Written through the TUI's own connection: the router notices on its next read.
+        self.tick()
+        self.broadcast(messages.ConfigChanged)
+
+    # ------------------------------------------------------------ panes and app-wide actions
 
     FOCUS_IN_PANE = {"chat": "#prompt", "models": "#models-table", "rules": "#rules-table",
                      "health": "BackendCard", "requests": "#requests-table"}
@@ -162,6 +240,10 @@ class WorkbenchApp(App[int]):
     def action_show_pane(self, pane: str) -> None:
         self.query_one(TabbedContent).active = pane
         self._focus_pane(pane)
+
+    @on(messages.ShowPane)
+    def show_pane_message(self, event: messages.ShowPane) -> None:
+        self.action_show_pane(event.pane)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         # A stale message (the first tab's, handled after a quick switch) must not pull focus back.
@@ -177,44 +259,60 @@ class WorkbenchApp(App[int]):
             if targets:
                 self.set_focus(targets.first())
 
-    async def action_new_chat(self) -> None:
-        self.action_show_pane("chat")
-        await self.query_one(ChatPane).action_new_chat()
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
 
-    def action_add_rule(self) -> None:
-        self.action_show_pane("rules")
-        self.query_one(RulesPane).action_add_rule()
+        self.push_screen(HelpScreen(help_rows(self.keymap, self.get_key_display)))
 
-    def load_model(self, name: str) -> None:
-        self.action_show_pane("models")
-        self.query_one(ModelsPane).load_model(name)
+    def command(self, pane: str, pane_cls: type[Pane], message: Message) -> None:
+        """Show a pane and hand it a command (from the palette or an app-wide key)."""
+        self.action_show_pane(pane)
+        self.tell(pane_cls, message)
 
-    def reset_breaker(self, name: str) -> None:
+    @on(messages.ResetBreaker)
+    def reset_breaker(self, event: messages.ResetBreaker) -> None:
+        name = event.backend
         try:
             self.workbench.reset_breaker(name)
         except KeyError as exc:
             self.notify(str(exc).strip("'"), severity="error")
             return
+        except DB_ERRORS as exc:
+            self.notify(f"resetting the breaker of {name} failed: {describe_db_error(exc)}. Press r to try again.",
+                        severity="error")
+            return
         self.notify(f"breaker of {name} reset (closed)")
-        self.query_one(HealthPane).refresh_cards()
+        self.broadcast(messages.BreakersChanged)
         self.refresh_status()
 
-    def trip_breaker(self, name: str) -> None:
-        from tui.screens import Confirm
+    @on(messages.TripBreaker)
+    def trip_breaker(self, event: messages.TripBreaker) -> None:
+        from tui.screens.dialogs import Confirm
+
+        name = event.backend
 
         def done(yes: bool | None) -> None:
             if not yes:
                 return
             try:
                 self.workbench.trip_breaker(name)
+                snap = next((s for s in self.workbench.snapshots() if s.name == name), None)
             except KeyError as exc:
                 self.notify(str(exc).strip("'"), severity="error")
                 return
-            self.notify(f"breaker of {name} tripped (open): requests skip it until it is reset")
-            self.query_one(HealthPane).refresh_cards()
+            except DB_ERRORS as exc:
+                self.notify(f"tripping the breaker of {name} failed: {describe_db_error(exc)}. Press t to try again.",
+                            severity="error")
+                return
+            wait = snap.seconds_to_half_open if snap is not None else None
+            when = f"in {wait:.0f} s" if wait is not None else "after its reset timeout"
+            self.notify(f"breaker of {name} tripped (open): requests skip it; it lets one probe through (half-open) "
+                        f"{when}, or press r to reset it now")
+            self.broadcast(messages.BreakersChanged)
             self.refresh_status()
 
-        self.push_screen(Confirm(f"Trip the breaker of {name}? Requests will skip it."), done)
+        self.push_screen(Confirm(f"Trip the breaker of {name}? Requests skip it until it half-opens after its "
+                                 "reset timeout, or until you reset it (r).", yes="Trip"), done)
 
     async def action_toggle_listener(self) -> None:
         from router.listener import Listener, ListenerError
@@ -233,11 +331,64 @@ class WorkbenchApp(App[int]):
             self.notify(f"listening on {listener.url} (OpenAI: /v1/chat/completions, Anthropic: /v1/messages)")
         self.refresh_status()
 
+    # ------------------------------------------------------------ the palette
+
+    def palette_commands(self) -> Iterator[tuple[str, Callable[[], Any], str]]:
+        """Built from the state right now: what can be done, not what cannot."""
+        wb = self.workbench
+        for pane, title in PANES:
+            yield f"Go to {title}", partial(self.action_show_pane, pane), f"switch to the {title} pane"
+        yield "Help: every key", self.action_help, "?"
+        yield "New chat", partial(self.command, "chat", ChatPane, messages.NewChat()), "start an empty conversation"
+        yield "Open chat", partial(self.command, "chat", ChatPane, messages.OpenChat()), "a saved conversation"
+        yield "Add rule", partial(self.command, "rules", RulesPane, messages.AddRule()), "open the rule form"
+        yield "Try a model name", partial(self.command, "rules", RulesPane, messages.FocusExplain()), \
+            "which rule wins, and the chain"
+        yield "Add backend", partial(self.command, "rules", RulesPane, messages.AddBackend()), \
+            "an OpenAI, Anthropic or OpenAI-compatible service"
+        listener = "Stop the listener" if self.listener_running else "Start the listener"
+        yield listener, self.action_toggle_listener, f"{self.config.listener_host}:{self.config.listener_port}"
+        loaded = {m.id for m in wb.local.memory().loaded}
+        for info in wb.local.models():
+            names = ", ".join(info.aliases)
+            label = f"{info.id} ({names})" if names else info.id
+            if info.id in loaded:
+                yield f"Unload model {label}", partial(self.command, "models", ModelsPane,
+                                                       messages.UnloadModel(info.id)), "free its memory"
+            else:
+                yield f"Load model {label}", partial(self.command, "models", ModelsPane,
+                                                     messages.LoadModel(info.id)), "load into memory"
+        try:
+            snaps = wb.snapshots()
+        except DB_ERRORS:
+            snaps = []
+        for snap in snaps:
+            if snap.kind == "local":
+                continue
+            yield f"Set key for {snap.name}", partial(self.command, "rules", RulesPane, messages.SetKey(snap.name)), \
+                "stored in the system keyring"
+            if snap.state in ("open", "half-open"):
+                yield f"Reset breaker {snap.name}", partial(self.post_message, messages.ResetBreaker(snap.name)), \
+                    snap.state
+            else:
+                yield f"Trip breaker {snap.name}", partial(self.post_message, messages.TripBreaker(snap.name)), \
+                    "stop sending it requests for a while"
+
     async def on_unmount(self) -> None:
         if self.listener_running:
             await self.listener.stop()
+        await self.db.aclose()
         if self._own_workbench:
             await self.workbench.aclose()
+
+
+def open_log_file(data_dir: Path) -> Path:
+    """<data dir>/workbench.log, private like the database (0600), whatever the umask."""
+    log_file = data_dir / "workbench.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
+    os.chmod(log_file, 0o600)
+    return log_file
 
 
 def run_app(config_path: str | None = None) -> int:
@@ -248,13 +399,13 @@ def run_app(config_path: str | None = None) -> int:
 
     try:
         config = load_config(config_path)
+        log_file = open_log_file(config.engine.data_dir)
         app = WorkbenchApp(config)
-    except (ConfigError, StoreError) as exc:
+    except (ConfigError, StoreError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    log_file = config.engine.data_dir / "workbench.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     # Nothing may print over the TUI: logs (ours, uvicorn's, httpx's) go to a file.
     logging.basicConfig(filename=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app.run()
-    return 0
+    # Textual sets 1 when the app ended on an unhandled error; an ordinary quit leaves 0.
+    return app.return_code or 0

@@ -26,8 +26,9 @@ def fixed_config(base: Path, models_dir: Path | None) -> AppConfig:
     return AppConfig(engine=engine, listener_port=8765)
 
 
-def seed_store(store: "object") -> None:
+def seed_store(store: object) -> None:
     """Rules, backends (unreachable on purpose: nothing is called) and a request log."""
+    store.set_setting("cloud_routing", True)  # the screenshots show cloud routes in use
     store.save_backend(BackendRecord("openai", "openai", "http://127.0.0.1:9/v1", {"fail_max": 3}, created_at=FIXED_NOW))
     store.save_backend(BackendRecord("anthropic", "anthropic", "http://127.0.0.1:9", created_at=FIXED_NOW))
     store.add_rule(Rule("gpt-*", "openai", fallbacks=[Step("anthropic", "claude-sonnet-4"), Step("local", "demo")],
@@ -38,7 +39,8 @@ def seed_store(store: "object") -> None:
     attempts_ok = [{"backend": "local", "model": "tiny-llama-mlx", "outcome": "ok", "latency_s": 0.41, "error": None}]
     attempts_fo = [{"backend": "openai", "model": "gpt-4o", "outcome": "unavailable", "latency_s": 0.02,
                     "error": "HTTP 503 after 3 attempts"},
-                   {"backend": "anthropic", "model": "claude-sonnet-4", "outcome": "ok", "latency_s": 1.9, "error": None}]
+                   {"backend": "anthropic", "model": "claude-sonnet-4", "outcome": "ok", "latency_s": 1.9,
+                    "error": None}]
     rows = [
         RequestRecord("tui", "canonical", "fast", 2, attempts_ok, "local", "tiny-llama-mlx", 18, 64, 0.012, 171.3,
                       "ok", at=FIXED_NOW - 120, request_id="a1b2c3d4e5f6", latency_s=0.41),
@@ -74,20 +76,39 @@ def fixed_app(base: Path, models_dir: Path | None):
 
     os.environ["TZ"] = "UTC"
     time.tzset()
-    app = WorkbenchApp(fixed_config(base, models_dir), clock=lambda: FIXED_NOW)
+    app = WorkbenchApp(fixed_config(base, models_dir))
+    app.workbench.notices.clear()  # they depend on the machine (a missing OpenBLAS); the pictures must not
     seed_store(app.workbench.store)
     return app
 
 
-def quiet(app: "object") -> None:
+def quiet(app: object) -> None:
     """No blinking cursors: snapshots must not depend on when they were taken."""
-    from textual.widgets import Input
+    from textual.widgets import Input, TextArea
 
     for widget in app.query(Input):  # type: ignore[attr-defined]
         widget.cursor_blink = False
+    for area in app.query(TextArea):  # type: ignore[attr-defined]
+        area.cursor_blink = False
 
 
-async def prepare(app: "object", pane: str) -> None:
+async def settle(pilot: object, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    """Until every worker but the event pump is done (panes read the database in workers), then
+    until the screen has nothing left to do."""
+    from textual.worker import WorkerState
+
+    app = pilot.app  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while any(w.group != "events" and w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in app.workers):
+        if time.monotonic() > deadline:
+            raise TimeoutError("workers still running: " + ", ".join(w.name for w in app.workers))
+        await asyncio.sleep(0.02)
+    await pilot.pause()  # type: ignore[attr-defined]
+    await pilot.pause()  # type: ignore[attr-defined]
+    quiet(app)
+
+
+async def prepare(app: object, pane: str) -> None:
     """Show a pane as a person would look at it (a saved chat open, a name in the rules' explain box)."""
     app.action_show_pane(pane)  # type: ignore[attr-defined]
     if pane == "chat":
@@ -104,17 +125,16 @@ async def prepare(app: "object", pane: str) -> None:
 async def save_all(out: Path, models_dir: Path | None) -> list[Path]:
     import tempfile
 
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, before any app runs)
     written: list[Path] = []
     for size, panes in (((120, 40), PANES), ((80, 24), ("chat",))):
         for pane in panes:
             with tempfile.TemporaryDirectory() as tmp:
                 app = fixed_app(Path(tmp), models_dir)
                 async with app.run_test(size=size) as pilot:
-                    quiet(app)
+                    await settle(pilot)
                     await prepare(app, pane)
-                    await pilot.pause()
-                    await pilot.pause()
+                    await settle(pilot)
                     name = f"{pane}-{size[0]}x{size[1]}.svg"
                     app.save_screenshot(name, str(out))
                     written.append(out / name)

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from tui.screenshots import PANES, fixed_app, prepare, quiet
+from tui.screenshots import PANES, fixed_app, prepare, quiet, settle
 
 
 def _run_before(pane: str):
     async def run_before(pilot) -> None:
         quiet(pilot.app)
+        await settle(pilot)
         await prepare(pilot.app, pane)
-        await pilot.pause()
-        await pilot.pause()
+        await settle(pilot)
 
     return run_before
 

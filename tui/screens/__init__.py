@@ -1,0 +1,1 @@
+"""Modal screens: dialogs, the conversation picker, the help screen."""
