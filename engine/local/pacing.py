@@ -13,8 +13,9 @@ from __future__ import annotations
 FIRST_CHUNK = 16  # before anything is measured: small, so that the first step is short everywhere
 MIN_CHUNK = 8
 MAX_CHUNK = 2048
-# A prompt whose rest fits in this many chunks is read in one step rather than split in two.
-TAIL_FACTOR = 1.5
+# A prompt whose rest fits in this many chunks is read in one step rather than split (so a short
+# prompt costs one step, not two or three with a decode step each; a step stays under 2 x step_s).
+TAIL_FACTOR = 2.0
 
 
 class PrefillPacer:

@@ -167,7 +167,8 @@ def test_chunks_follow_the_measured_speed() -> None:
     pacer.record(MODEL, elapsed=0.2, read=200, decoded=False)  # 1 ms per token
     assert pacer.chunk(MODEL, [1000]) == 192  # 0.2 s worth, in a multiple of 16
     assert pacer.chunk(MODEL, [1000, 1000, 1000, 1000]) == 48  # shared by four prompts being read
-    assert pacer.chunk(MODEL, [250]) == 250  # a rest that fits in 1.5 chunks is read in one step
+    assert pacer.chunk(MODEL, [400]) == 400  # a rest that fits in two chunks is read in one step
+    assert pacer.chunk(MODEL, [401]) == 192
     pacer.record(MODEL, elapsed=0.05, read=0, decoded=True)  # a decode step takes 50 ms
     pacer.record(MODEL, elapsed=0.25, read=200, decoded=True)  # 0.2 s of reading after the decode
     assert pacer.s_per_token[MODEL] == pytest.approx(0.001)
