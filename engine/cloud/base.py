@@ -14,9 +14,11 @@ Request life (`CloudBackend.stream`):
    token. A wait (Retry-After or backoff) that would end after it gives up at once, and so does
    the deadline itself: the router then tries its next step. The upstream is always asked to
    stream, so a long answer to a non-streaming request is not mistaken for a dead upstream.
-   Then: idle = between two body reads (enforced here around each read, httpx's read timeout
-   cannot tell headers from body); total = the whole request, checked at every await (no timeout
-   context spans a `yield`). Connect = each TCP/TLS connect (httpx).
+   Then only a stall detector: idle = the longest silence between two body reads (enforced here
+   around each read, httpx's read timeout cannot tell headers from body). A healthy answer is
+   never cut, however long it runs: the total cap (the whole request, checked at every await, no
+   timeout context spans a `yield`) is off unless the backend's settings set `total_timeout`.
+   Connect = each TCP/TLS connect (httpx).
 4. The whole consumption of the stream runs inside the breaker's guard: a stream counts as a
    success only when it completed.
 
@@ -83,7 +85,9 @@ class CloudConfig:
     connect_timeout: float = 3.0
     deadline: float = 15.0
     idle_timeout: float = 60.0
-    total_timeout: float = 600.0
+    # Off by default: a cap on the whole answer would cut long healthy streams; the stall
+    # detector (idle_timeout) is what ends a dead one.
+    total_timeout: float | None = None
     fail_max: int = 5
     reset_timeout: float = 30.0
     # Values may be secrets too (e.g. an Azure "api-key"): kept out of the repr.
@@ -99,9 +103,11 @@ class CloudConfig:
             raise ValueError("retries: must be 0 or more")
         if self.fail_max < 1:
             raise ValueError("fail_max: must be at least 1")
-        for name in ("connect_timeout", "deadline", "idle_timeout", "total_timeout", "max_backoff_wait"):
+        for name in ("connect_timeout", "deadline", "idle_timeout", "max_backoff_wait"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive")
+        if self.total_timeout is not None and self.total_timeout <= 0:
+            raise ValueError("total_timeout: must be positive (or unset: no cap on the whole answer)")
         if self.backoff_factor < 0 or self.reset_timeout < 0:
             raise ValueError("backoff_factor and reset_timeout: must not be negative")
 
@@ -451,7 +457,8 @@ class CloudBackend:
     async def _exchange(self, request: ChatRequest, attempts: list[int]) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        bounds = _Bounds(first=now + self.cfg.deadline, total=now + self.cfg.total_timeout)
+        total = self.cfg.total_timeout
+        bounds = _Bounds(first=now + self.cfg.deadline, total=math.inf if total is None else now + total)
         response = await self._send(request, attempts, bounds)
         try:
             if not 200 <= response.status_code < 300:
@@ -533,7 +540,7 @@ class CloudBackend:
         elif exc.which == "idle":
             text = f"stream stalled: nothing received for {self.cfg.idle_timeout:g} s (idle timeout)"
         else:
-            text = f"no complete answer within the total timeout ({self.cfg.total_timeout:g} s)"
+            text = f"no complete answer within the total timeout ({self.cfg.total_timeout or 0:g} s)"
         return self._error(UnavailableError, text, attempts)
 
     async def _timed(self, source: AsyncIterator[Any], bounds: _Bounds) -> AsyncGenerator[Any, None]:

@@ -246,7 +246,8 @@ async def test_invalid_request_is_rejected_before_any_network(fake_upstream: Fak
 def test_cloud_config_validates_and_defaults() -> None:
     cfg = CloudConfig(name="o", kind="openai", base_url="https://api.openai.com/v1")
     assert (cfg.retries, cfg.backoff_factor, cfg.max_backoff_wait) == (2, 0.5, 30.0)
-    assert (cfg.connect_timeout, cfg.deadline, cfg.idle_timeout, cfg.total_timeout) == (3.0, 15.0, 60.0, 600.0)
+    # No cap on the whole answer unless one is set: a long healthy stream is never cut.
+    assert (cfg.connect_timeout, cfg.deadline, cfg.idle_timeout, cfg.total_timeout) == (3.0, 15.0, 60.0, None)
     assert (cfg.fail_max, cfg.reset_timeout, cfg.extra_headers, cfg.default_model) == (5, 30.0, {}, None)
     with pytest.raises(ValueError, match="kind"):
         CloudConfig(name="o", kind="gemini", base_url="https://x")  # type: ignore[arg-type]
@@ -258,6 +259,8 @@ def test_cloud_config_validates_and_defaults() -> None:
         CloudConfig(name="o", kind="openai", base_url="https://x", idle_timeout=0)
     with pytest.raises(ValueError, match="deadline"):
         CloudConfig(name="o", kind="openai", base_url="https://x", deadline=-1)
+    with pytest.raises(ValueError, match="total_timeout"):
+        CloudConfig(name="o", kind="openai", base_url="https://x", total_timeout=0)
 
 
 async def test_default_model_replaces_the_default_alias(fake_upstream: FakeUpstream, make) -> None:

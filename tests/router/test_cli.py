@@ -166,6 +166,21 @@ def test_openai_and_anthropic_backends_default_to_the_services_own_urls(capsys) 
     assert urls == {"oa": "https://api.openai.com/v1", "an": "https://api.anthropic.com"}
 
 
+def test_backends_get_no_cap_on_the_whole_answer_unless_asked(capsys, isolated_env: Path) -> None:
+    from router.store import Store
+    from router.workbench import cloud_config
+
+    assert run(capsys, "backends", "add", "plain", "--kind", "openai")[0] == 0
+    assert run(capsys, "backends", "add", "capped", "--kind", "openai", "--timeout", "90")[0] == 0
+    store = Store.open(db_path(isolated_env))
+    try:
+        configs = {rec.name: cloud_config(rec) for rec in store.list_backends()}
+    finally:
+        store.close()
+    assert (configs["plain"].total_timeout, configs["plain"].idle_timeout) == (None, 60.0)
+    assert configs["capped"].total_timeout == 90.0
+
+
 def test_health_has_a_row_per_backend(capsys) -> None:
     run(capsys, "backends", "add", "anthropic", "--kind", "anthropic", "--base-url", "http://127.0.0.1:9")
     code, out, _ = run(capsys, "backends", "health")

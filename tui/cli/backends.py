@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("deadline", float, "seconds to the first token, retries included; then the next step of the chain "
                             "is tried (default 15)"),
         ("idle-timeout", float, "seconds of silence mid-answer before it counts as stalled (default 60)"),
-        ("timeout", float, "seconds for the whole answer (default 600)"),
+        ("timeout", float, "cap on the whole answer in seconds (default: none, so long healthy answers are "
+                           "never cut; the idle timeout ends a stalled one)"),
         ("retries", int, "retries after a connect error, 429 or 5xx, within the deadline (default 2)"),
         ("fail-max", int, "failures in a row that open the breaker (default 5)"),
         ("reset-timeout", float, "seconds the breaker stays open before one probe (default 30)"),
