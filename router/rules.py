@@ -139,6 +139,17 @@ def validate_rule(rule: Rule, known_backends: Collection[str] | None = None) -> 
                 raise RuleError(f"backend: unknown backend {b!r} (known: {', '.join(sorted(known_backends))})")
 
 
+def rules_using(rules: list[Rule], backend: str) -> list[tuple[Rule, str]]:
+    """The rules (enabled or not) that name `backend`, each with how: "target" or "fallback"."""
+    found: list[tuple[Rule, str]] = []
+    for r in rules:
+        if r.backend == backend:
+            found.append((r, "target"))
+        elif any(s.backend == backend for s in r.fallbacks):
+            found.append((r, "fallback"))
+    return found
+
+
 def _rank(rule: Rule) -> tuple[int, int, int, int]:
     """Sort key: smaller is better."""
     return (0 if rule.kind == "exact" else 1, -rule.priority, -rule.specificity, rule.id if rule.id is not None else 1 << 62)

@@ -181,6 +181,32 @@ def test_backends_get_no_cap_on_the_whole_answer_unless_asked(capsys, isolated_e
     assert configs["capped"].total_timeout == 90.0
 
 
+def test_backends_rm_refuses_while_rules_use_it_unless_forced(capsys, monkeypatch) -> None:
+    for name in ("oa", "spare"):
+        assert run(capsys, "backends", "add", name, "--kind", "openai")[0] == 0
+    assert run(capsys, "rules", "add", "gpt-*", "--backend", "oa")[0] == 0
+    assert run(capsys, "rules", "add", "smart", "--backend", "local", "-f", "oa:gpt-4o", "--disabled")[0] == 0
+    code, out, err = run(capsys, "backends", "rm", "oa")
+    assert code == 1 and out == ""
+    assert err.startswith("error: backend oa is in use by rule #1 gpt-* (target), rule #2 smart (fallback)")
+    assert "--force" in err and len(err.strip().splitlines()) == 1
+    assert {b["name"] for b in json.loads(run(capsys, "backends", "list", "--json")[1])} == {"oa", "spare"}
+    code, out, err = run(capsys, "backends", "rm", "oa", "--force")
+    assert code == 0 and out.strip() == "removed backend oa"
+    assert err.startswith("warning: oa is still named by rule #1 gpt-* (target), rule #2 smart (fallback)")
+    assert {b["name"] for b in json.loads(run(capsys, "backends", "list", "--json")[1])} == {"spare"}
+    chain = json.loads(run(capsys, "rules", "explain", "gpt-4", "--json")[1])["chain"]
+    assert (chain[0]["backend"], chain[0]["reason"]) == ("oa", "no such backend")
+    # The default route uses it too.
+    monkeypatch.setenv("MLXWB_DEFAULT_BACKEND", "spare")
+    code, _, err = run(capsys, "backends", "rm", "spare")
+    assert code == 1 and "in use by the default route" in err
+    monkeypatch.delenv("MLXWB_DEFAULT_BACKEND")
+    # Unused: removed without a word more.
+    code, out, err = run(capsys, "backends", "rm", "spare")
+    assert (code, out.strip(), err) == (0, "removed backend spare", "")
+
+
 def test_health_has_a_row_per_backend(capsys) -> None:
     run(capsys, "backends", "add", "anthropic", "--kind", "anthropic", "--base-url", "http://127.0.0.1:9")
     code, out, _ = run(capsys, "backends", "health")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from typing import Any
 
@@ -35,8 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         p.add_argument(f"--{opt}", type=typ, help=text)
     p.set_defaults(func=wrap(_backends_add))
-    p = bsub.add_parser("rm")
+    p = bsub.add_parser("rm", help="remove a backend (refused while rules use it, unless --force)")
     p.add_argument("name")
+    p.add_argument("--force", action="store_true",
+                   help="remove it even though rules use it (their steps on it are then skipped)")
     p.set_defaults(func=wrap(_backends_rm))
     p = bsub.add_parser("health", help="breaker state, failures, latency of every backend")
     add_json(p)
@@ -86,10 +89,22 @@ def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
     return 0
 
 def _backends_rm(args: argparse.Namespace, ctx: Any) -> int:
-    _, store = ctx
-    if not store.delete_backend(args.name):
+    from router.rules import rules_using
+
+    config, store = ctx
+    if store.get_backend(args.name) is None:
         raise CLIError(f"no backend named {args.name}")
+    uses = [f"rule #{r.id} {r.pattern} ({how})" for r, how in rules_using(store.list_rules(), args.name)]
+    if store.get_setting("default_backend", config.default_backend) == args.name:
+        uses.append("the default route (setting default_backend)")
+    if uses and not args.force:
+        raise CLIError(f"backend {args.name} is in use by {', '.join(uses)}; edit or remove those first, "
+                       "or pass --force to remove it anyway. Nothing was removed")
+    store.delete_backend(args.name)
     print(f"removed backend {args.name}")
+    if uses:
+        print(f"warning: {args.name} is still named by {', '.join(uses)}; those steps are now skipped "
+              "as 'no such backend'", file=sys.stderr)
     return 0
 
 def _backends_health(args: argparse.Namespace, ctx: Any) -> int:
