@@ -20,7 +20,7 @@ _FIELDS = ("state", "failures", "opened_at", "last_error", "last_error_at")
 class SQLiteBreakerStates:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._version: int | None = None
+        self._version: tuple[int, int] | None = None
         self._rows: dict[str, dict[str, Any]] = {}
 
     def _rows_now(self) -> dict[str, dict[str, Any]]:
@@ -37,12 +37,14 @@ class SQLiteBreakerStates:
         return SharedBreaker(**{k: row[k] for k in _FIELDS if row.get(k) is not None})
 
     def save(self, backend: str, **values: Any) -> None:
-        self._store.save_breaker(backend, **values)
-        # Our own commits do not move data_version: keep the cache in step by hand.
-        self._rows_now().setdefault(backend, {"backend": backend}).update(values, updated_at=time.time())
+        if self._store.save_breaker(backend, **values):
+            # Our own commits do not move data_version: keep the cache in step by hand.
+            self._rows_now().setdefault(backend, {"backend": backend}).update(values, updated_at=time.time())
 
     def add_failure(self, backend: str, error: str | None) -> int:
         failures = self._store.add_breaker_failure(backend, error)
+        if failures is None:  # the backend was removed meanwhile: nothing to count against
+            return 0
         row = self._rows_now().setdefault(backend, {"backend": backend, "state": "closed"})
         row.update(failures=failures, last_error=error, last_error_at=time.time())
         return failures

@@ -123,3 +123,32 @@ def test_reset_acts_on_a_state_stored_before_this_process_started(tmp_path: Path
             wb.trip_breaker("nope")
     finally:
         wb.store.close()
+
+
+async def test_removing_a_backend_forgets_its_breaker_in_every_process(wb: Workbench, fake_upstream) -> None:
+    url = fake_upstream.openai_url
+    wb.trip_breaker("openai")
+    assert _health("openai")["state"] == "open"
+    # Removed and added again in another process: the new backend starts closed, there and here.
+    cli("backends", "rm", "openai", "--force")  # a rule still uses it
+    cli("backends", "add", "openai", "--kind", "openai", "--base-url", url)
+    seen = _health("openai")
+    assert (seen["state"], seen["consecutive_failures"], seen["last_error"]) == ("closed", 0, None)
+    assert wb.breaker_states()["openai"] == "closed"
+    await collect(wb.router.route(ask()))
+    assert fake_upstream.count() == 1
+    # The same in this process, whose breaker cache must not keep the removed row.
+    wb.trip_breaker("openai")
+    assert wb.breaker_states()["openai"] == "open"
+    wb.store.delete_backend("openai")
+    wb.store.save_backend(BackendRecord("openai", "openai", url, dict(SETTINGS)))
+    assert wb.breaker_states()["openai"] == "closed"
+    assert wb.store.breaker_rows() == {}
+
+
+async def test_a_failure_after_the_backend_was_removed_does_not_bring_its_row_back(wb: Workbench) -> None:
+    wb.store.delete_backend("openai")
+    assert wb.breakers.add_failure("openai", "upstream answered 500") == 0
+    wb.breakers.save("openai", state="open", opened_at=1.0)
+    assert wb.store.breaker_rows() == {}
+    assert wb.breakers.load("openai").state == "closed"
