@@ -122,6 +122,9 @@ async def test_401_is_returned_without_failover(wb: Workbench, fake_upstream) ->
     assert fake_upstream.count(ANTHROPIC_PATH) == 0
     assert [a.outcome for a in stream.trace] == ["rejected"]
     assert wb.backends()["openai"].snapshot().state == "closed"
+    row = wb.store.recent_requests()[0]
+    assert row.status == "rejected" and "401" in row.error
+    assert [(a["backend"], a["outcome"]) for a in row.attempts] == [("openai", "rejected")]
 
 
 async def test_failure_after_first_chunk_ends_with_an_error_chunk(wb: Workbench, fake_upstream) -> None:
@@ -143,6 +146,10 @@ async def test_all_unavailable_is_a_503_with_the_trace(wb: Workbench, fake_upstr
     with pytest.raises(UnavailableError, match="all backends unavailable: openai: .*; anthropic: ") as exc:
         await collect(wb.router.route(ask("smart")))
     assert exc.value.status == 503
+    row = wb.store.recent_requests()[0]
+    assert row.status == "unavailable" and row.error.startswith("all backends unavailable") and not row.final_backend
+    assert [(a["backend"], a["outcome"]) for a in row.attempts] == [("openai", "unavailable"),
+                                                                    ("anthropic", "unavailable")]
 
 
 async def test_rule_edited_in_another_process_is_used_next(wb: Workbench) -> None:
