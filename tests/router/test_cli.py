@@ -108,8 +108,11 @@ def test_rules_list_orders_by_match_precedence(capsys) -> None:
         (["rules", "enable", "7"], "no rule with id 7"),
         (["rules", "add", "x", "--backend", "local", "--fallback", ":m"], "fallback"),
         (["rules", "add", "", "--backend", "local"], "pattern"),
-        (["backends", "add", "b", "--kind", "openai", "--base-url", "ftp://x"], "base_url"),
-        (["backends", "add", "b", "--kind", "openai", "--retries", "-3"], "retries: must be 0 or more"),
+        (["backends", "add", "b", "--kind", "openai", "--base-url", "ftp://x"], "error: --base-url: must start with"),
+        (["backends", "add", "b", "--kind", "openai", "--retries", "-3"], "error: --retries: must be 0 or more"),
+        (["backends", "add", "b", "--kind", "openai", "--timeout", "0"], "error: --timeout: must be positive"),
+        (["backends", "add", "b", "--kind", "openai", "--deadline", "0"], "error: --deadline: must be positive"),
+        (["backends", "trip", "nope"], "error: no cloud backend named 'nope'\n"),
         (["backends", "rm", "nope"], "no backend named nope"),
         (
             ["backends", "add", "ollama", "--kind", "openai-compatible"],

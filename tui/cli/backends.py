@@ -65,6 +65,12 @@ def _backends_list(args: argparse.Namespace, ctx: Any) -> int:
            ["NAME", "KIND", "BASE URL", "KEY", "SETTINGS"])
     return 0
 
+# CloudConfig's setting names, as the user typed them here.
+_FLAGS = {"base_url": "--base-url", "retries": "--retries", "fail_max": "--fail-max",
+          "reset_timeout": "--reset-timeout", "total_timeout": "--timeout", "connect_timeout": "--connect-timeout",
+          "idle_timeout": "--idle-timeout", "deadline": "--deadline"}
+
+
 def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
     from router.store import BackendRecord
     from router.workbench import cloud_config
@@ -81,7 +87,11 @@ def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
     if not base_url:
         raise ValueError(f"--base-url is required for an {args.kind} backend (e.g. http://127.0.0.1:11434/v1 for Ollama)")
     rec = BackendRecord(args.name, args.kind, base_url, settings)
-    cloud_config(rec)  # validates kind, URL and settings before anything is saved
+    try:
+        cloud_config(rec)  # validates kind, URL and settings before anything is saved
+    except ValueError as exc:
+        setting, sep, why = str(exc).partition(":")
+        raise CLIError(f"{_FLAGS[setting]}:{why}" if sep and setting in _FLAGS else str(exc)) from None
     store.save_backend(rec)
     print(f"saved backend {args.name}; set its key with `mlx-workbench keys set {args.name}`")
     if not store.cloud_routing():

@@ -41,7 +41,10 @@ def wrap(fn: Callable[[argparse.Namespace, Any], int], needs_store: bool = True)
         except sqlite3.Error as exc:  # the store words its own errors; this is the net under it
             print(f"error: {store_error(exc, config.database, 'finish the command')}", file=sys.stderr)
             return 1
-        except (CLIError, RuleError, KeyringUnavailableError, ValueError, KeyError) as exc:
+        except KeyError as exc:  # str() of a KeyError is the repr of its message, quotes and all
+            print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return 1
+        except (CLIError, RuleError, KeyringUnavailableError, ValueError) as exc:
             print(f"error: {str(exc).strip(chr(39))}", file=sys.stderr)
             return 1
         finally:
