@@ -383,6 +383,9 @@ class Store:
     def delete_backend(self, name: str) -> bool:
         """Remove the backend and its shared breaker state (a backend added later under the same
         name starts closed)."""
+        # Breaker writes still queued on the writer must land before, not after a re-add.
+        self._written()
+
         def delete(db: Any) -> int:
             n = db.execute("DELETE FROM backends WHERE name = ?", [name]).rowcount
             db.execute("DELETE FROM breakers WHERE backend = ?", [name])
@@ -471,14 +474,19 @@ class Store:
     def set_cloud_routing(self, on: bool) -> None:
         self.set_setting("cloud_routing", bool(on))
 
-    def breaker_rows(self) -> dict[str, dict[str, Any]]:
-        """Every backend's shared breaker state: {name: {state, failures, opened_at, last_error, ...}}."""
-        return {r["backend"]: r for r in self.db["breakers"].rows}
+    def breaker_rows(self, *, wait_for_writer: bool = True) -> dict[str, dict[str, Any]]:
+        """Every backend's shared breaker state: {name: {state, failures, opened_at, last_error, ...}}.
+        By default it first lets this store's writer finish what it was given (read-your-writes);
+        the event loop's breaker cache does not wait (router/breakers.py overlays its own writes)."""
+        if wait_for_writer:
+            self._written()
+        return self._read("read the breaker states", lambda: {r["backend"]: r for r in self.db["breakers"].rows})
 
     def breaker_version(self) -> tuple[int, int]:
         """Changes whenever another connection committed anything, or this one changed the
         backends (cheap: one PRAGMA; SQLite's data_version does not move for our own commits)."""
-        return int(self.db.execute("PRAGMA data_version").fetchone()[0]), self._own_writes
+        version = self._read("read the database", lambda: self.db.execute("PRAGMA data_version").fetchone()[0])
+        return int(version), self._own_writes
 
     @staticmethod
     def _backend_exists(db: Any, backend: str) -> bool:

@@ -61,7 +61,7 @@ class Workbench:
         # What a front end says once at start (found here, before any event loop runs).
         blas = reference_blas_notice(config.engine.use_system_openblas)
         self.notices: list[str] = [*store.notices, *([blas] if blas else [])]
-        self.breakers = SQLiteBreakerStates(store)
+        self.breakers = SQLiteBreakerStates(store, on_failed=self.events.publish)
         self.router = Router(store, self.backends, self.events, default_backend=config.default_backend,
                              log_prompts=config.log_prompts, prepare=self.prepare,
                              breaker_states=self.breaker_states)
