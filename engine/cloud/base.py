@@ -400,8 +400,10 @@ class CloudBackend:
         import httpx
 
         tries = f" (after {attempts} attempts)" if attempts > 1 else ""
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-            what = f"cannot connect to {self.cfg.base_url}: {exc or type(exc).__name__}"
+        if isinstance(exc, httpx.ConnectTimeout):
+            what = f"cannot connect to {self.cfg.base_url}: no connection within {self.cfg.connect_timeout:g} s"
+        elif isinstance(exc, httpx.ConnectError):
+            what = f"cannot connect to {self.cfg.base_url}: {str(exc) or type(exc).__name__}"
         elif isinstance(exc, httpx.TimeoutException):
             what = f"timed out: {type(exc).__name__}"
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -127,6 +128,44 @@ async def test_non_json_error_body_is_kept_as_text(fake_upstream: FakeUpstream, 
     _, error = await consume(make(OPENAI).stream(chat()))
     assert isinstance(error, RejectedError)
     assert error.upstream_message is not None and "bad gateway config" in error.upstream_message
+
+
+@pytest.fixture
+def unanswered_port():
+    """A loopback port whose accept queue is full: a new connect hangs (SYNs dropped), as with a
+    host that is down or firewalled."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    waiting = []
+    for _ in range(4):
+        client = socket.socket()
+        client.setblocking(False)
+        try:
+            client.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass  # non-blocking: the handshake finishes (or queues) in the kernel
+        waiting.append(client)
+    yield port
+    for sock in [*waiting, server]:
+        sock.close()
+
+
+async def test_a_connect_that_hangs_is_bounded_by_the_connect_timeout_and_retried(unanswered_port: int) -> None:
+    cfg = CloudConfig(name="down", kind="openai", base_url=f"http://127.0.0.1:{unanswered_port}/v1",
+                      connect_timeout=0.3, retries=2, backoff_factor=0.01, deadline=5.0)
+    backend = OpenAIBackend(cfg, "k")
+    try:
+        started = time.perf_counter()
+        _, error = await consume(backend.stream(chat()))
+        elapsed = time.perf_counter() - started
+    finally:
+        await backend.aclose()
+    assert isinstance(error, UnavailableError) and error.attempts == 3  # nothing was sent: retried
+    assert error.message == (f"cannot connect to {cfg.base_url}: no connection within 0.3 s (after 3 attempts)")
+    assert elapsed < cfg.deadline  # each connect gave up on its own, long before the deadline
+    assert backend.snapshot().consecutive_failures == 1
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
