@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -142,10 +143,8 @@ def unanswered_port():
     for _ in range(4):
         client = socket.socket()
         client.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):  # the handshake finishes (or queues) in the kernel
             client.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass  # non-blocking: the handshake finishes (or queues) in the kernel
         waiting.append(client)
     yield port
     for sock in [*waiting, server]:
