@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Collection, Mapping
 
 REGEX_PREFIX = "re:"
 LOCAL_BACKEND = "local"
@@ -32,7 +32,7 @@ class Step:
         return f"{self.backend}:{self.model}" if self.model else self.backend
 
     @classmethod
-    def parse(cls, text: str) -> "Step":
+    def parse(cls, text: str) -> Step:
         backend, _, model = text.partition(":")
         if not backend.strip():
             raise RuleError(f"fallback {text!r}: expected BACKEND or BACKEND:MODEL")
@@ -152,7 +152,8 @@ def rules_using(rules: list[Rule], backend: str) -> list[tuple[Rule, str]]:
 
 def _rank(rule: Rule) -> tuple[int, int, int, int]:
     """Sort key: smaller is better."""
-    return (0 if rule.kind == "exact" else 1, -rule.priority, -rule.specificity, rule.id if rule.id is not None else 1 << 62)
+    newest = rule.id if rule.id is not None else 1 << 62
+    return (0 if rule.kind == "exact" else 1, -rule.priority, -rule.specificity, newest)
 
 
 def order(rules: list[Rule]) -> list[Rule]:

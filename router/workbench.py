@@ -67,7 +67,7 @@ class Workbench:
                              breaker_states=self.breaker_states)
 
     @classmethod
-    def open(cls, config: AppConfig, **kw: Any) -> "Workbench":
+    def open(cls, config: AppConfig, **kw: Any) -> Workbench:
         store = Store.open(config.database, log_prompts=config.log_prompts, max_rows=config.request_log_max_rows,
                            max_age_days=config.request_log_max_age_days)
         return cls(config, store, **kw)

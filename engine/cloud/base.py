@@ -35,8 +35,9 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from engine.cloud import KINDS, CloudKind
 from engine.cloud.breaker import BackendBreaker, BreakerOpen, BreakerStates, is_cancellation
@@ -149,12 +150,12 @@ def _retry_policy(cfg: CloudConfig, statuses: frozenset[int]) -> Any:
 
         deadline = math.inf
 
-        def increment(self) -> "DeadlineRetry":
+        def increment(self) -> DeadlineRetry:
             new = self.for_deadline(self.deadline)
             new.attempts_made = self.attempts_made + 1
             return new
 
-        def for_deadline(self, deadline: float) -> "DeadlineRetry":
+        def for_deadline(self, deadline: float) -> DeadlineRetry:
             new = copy.copy(self)
             new.deadline = deadline
             return new
@@ -193,7 +194,7 @@ def _retry_policy(cfg: CloudConfig, statuses: frozenset[int]) -> Any:
     )
 
 
-def _make_transport(retry: Any, inner: "httpx.AsyncHTTPTransport") -> "httpx.AsyncBaseTransport":
+def _make_transport(retry: Any, inner: httpx.AsyncHTTPTransport) -> httpx.AsyncBaseTransport:
     import httpx
     from httpx_retries import RetryTransport
 
@@ -276,7 +277,7 @@ class CloudBackend:
     def _upstream_error(self, status: int, body: Any) -> str:
         raise NotImplementedError
 
-    def _stream_decoder(self) -> "_Decoder":
+    def _stream_decoder(self) -> _Decoder:
         raise NotImplementedError
 
     # ------------------------------------------------------------ breaker and health
@@ -484,7 +485,7 @@ class CloudBackend:
             await _finish_off(response.aclose())
             self._watch_pool()
 
-    async def _send(self, request: ChatRequest, attempts: list[int], bounds: _Bounds) -> "httpx.Response":
+    async def _send(self, request: ChatRequest, attempts: list[int], bounds: _Bounds) -> httpx.Response:
         """POST (retried by the transport) until the response headers, within the first-token deadline."""
         import httpx
 
@@ -516,7 +517,7 @@ class CloudBackend:
             raise self._transport_error(exc, attempts[0]) from exc
 
     async def _read_body(
-        self, response: "httpx.Response", bounds: _Bounds, attempts: list[int], limit: int | None = None
+        self, response: httpx.Response, bounds: _Bounds, attempts: list[int], limit: int | None = None
     ) -> bytes:
         import httpx
 
@@ -564,7 +565,7 @@ class CloudBackend:
             await _aclose(iterator)
 
     async def _read_stream(
-        self, response: "httpx.Response", request: ChatRequest, bounds: _Bounds, attempts: list[int]
+        self, response: httpx.Response, request: ChatRequest, bounds: _Bounds, attempts: list[int]
     ) -> AsyncGenerator[Chunk, None]:
         import httpx
 
@@ -592,7 +593,7 @@ class CloudBackend:
                 try:
                     chunks, model, done = decoder.feed(event.event, event.data, model)
                 except UnavailableError as exc:
-                    raise self._adopt(exc, attempts[0])
+                    raise self._adopt(exc, attempts[0]) from None
                 except Exception as exc:
                     raise self._error(
                         UnavailableError, f"malformed stream data: {type(exc).__name__}: {exc}", attempts[0]
@@ -628,7 +629,7 @@ class CloudBackend:
             body = json.loads(raw)
             result = self._parse_result(body)
         except UnavailableError as exc:
-            raise self._adopt(exc, attempts[0])
+            raise self._adopt(exc, attempts[0]) from None
         except Exception as exc:
             # Whatever the parser calls it (even a RejectedError), a bad answer is the upstream's fault.
             raise self._error(

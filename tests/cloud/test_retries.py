@@ -47,7 +47,8 @@ async def test_503_503_200_succeeds_on_the_third_attempt(
 
 
 @pytest.mark.parametrize(
-    "flavour,status", [(OPENAI, 429), (ANTHROPIC, 429), (ANTHROPIC, 529)], ids=["openai-429", "anthropic-429", "anthropic-529"]
+    "flavour,status", [(OPENAI, 429), (ANTHROPIC, 429), (ANTHROPIC, 529)],
+    ids=["openai-429", "anthropic-429", "anthropic-529"],
 )
 async def test_retry_after_is_honoured(flavour: Flavour, status: int, fake_upstream: FakeUpstream, make) -> None:
     fake_upstream.script(flavour.path, Reply(status=status, headers={"Retry-After": "1"}))
@@ -310,7 +311,9 @@ async def test_default_model_replaces_the_default_alias(fake_upstream: FakeUpstr
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
-async def test_429_after_retries_is_unavailable_and_counted(flavour: Flavour, fake_upstream: FakeUpstream, make) -> None:
+async def test_429_after_retries_is_unavailable_and_counted(
+    flavour: Flavour, fake_upstream: FakeUpstream, make
+) -> None:
     fake_upstream.set_default(flavour.path, 429)
     backend = make(flavour, retries=1)
     _, error = await consume(backend.stream(chat()))

@@ -25,8 +25,8 @@ SETTINGS = {"retries": 0, "fail_max": 2, "reset_timeout": 300.0, "deadline": 5.0
 
 def cli(*argv: str) -> str:
     """`mlx-workbench ...` in another process, on the same data directory (MLXWB_DATA_DIR)."""
-    done = subprocess.run([sys.executable, "-m", "tui.cli", *argv], cwd=ROOT, capture_output=True, text=True, check=False,
-                          timeout=90)
+    done = subprocess.run([sys.executable, "-m", "tui.cli", *argv], cwd=ROOT, capture_output=True, text=True,
+                          check=False, timeout=90)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -300,7 +300,8 @@ async def test_backends_satisfy_the_backend_protocol(fake_upstream: FakeUpstream
         assert [type(b) for b in built] == [OpenAIBackend, OpenAIBackend, AnthropicBackend]
         assert [b.kind for b in built] == ["openai", "openai-compatible", "anthropic"]
         assert all(isinstance(b, Backend) for b in built)
-        assert repr(built[0]) == f"OpenAIBackend(name='o', kind='openai', base_url='{fake_upstream.openai_url}', state='closed')"
+        url = fake_upstream.openai_url
+        assert repr(built[0]) == f"OpenAIBackend(name='o', kind='openai', base_url='{url}', state='closed')"
     finally:
         for b in built:
             await b.aclose()

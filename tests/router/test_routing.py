@@ -143,7 +143,7 @@ async def test_all_unavailable_is_a_503_with_the_trace(wb: Workbench, fake_upstr
     fake_upstream.set_default(OPENAI_PATH, 500)
     fake_upstream.set_default(ANTHROPIC_PATH, 500)
     wb.store.add_rule(Rule("smart", "openai", fallbacks=[Step("anthropic")]))
-    with pytest.raises(UnavailableError, match="all backends unavailable: openai: .*; anthropic: ") as exc:
+    with pytest.raises(UnavailableError, match=r"all backends unavailable: openai: .*; anthropic: ") as exc:
         await collect(wb.router.route(ask("smart")))
     assert exc.value.status == 503
     row = wb.store.recent_requests()[0]
@@ -287,7 +287,7 @@ def _openai_line(text: str) -> str:
     (OPENAI_PATH, Reply(stream=openai_text_stream("one two three"), cut_after=2), "stream interrupted"),
     (OPENAI_PATH, Reply(raw_lines=[_openai_line("one"), "", "<html>proxy error</html>"]), "malformed stream"),
     (OPENAI_PATH, Reply(stream=openai_text_stream("one two three"), stall_after=2), "stream stalled"),
-    (ANTHROPIC_PATH, Reply(stream=anthropic_text_stream("one two")[:4] + [anthropic_error_event("Overloaded")]),
+    (ANTHROPIC_PATH, Reply(stream=[*anthropic_text_stream("one two")[:4], anthropic_error_event("Overloaded")]),
      "Overloaded"),
 ], ids=["cut", "malformed", "stall", "error-event"])
 async def test_upstream_failures_after_the_first_chunk_are_upstream_errors(
@@ -542,6 +542,6 @@ async def test_cloud_off_answers_from_the_local_step_and_says_why(scripted_route
         ("openai", "skipped", "cloud routing is off"), ("local", "ok", None)]
     store.delete_rule(1)
     store.add_rule(Rule("m", "openai"))
-    with pytest.raises(UnavailableError, match="cloud routing is off; .*mlx-workbench cloud on") as exc:
+    with pytest.raises(UnavailableError, match=r"cloud routing is off; .*mlx-workbench cloud on") as exc:
         await collect(router.route(ask("m")))
     assert exc.value.status == 503 and cloud.calls == 0

@@ -85,7 +85,8 @@ def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
 
     base_url = args.base_url or default_base_url(args.kind)
     if not base_url:
-        raise ValueError(f"--base-url is required for an {args.kind} backend (e.g. http://127.0.0.1:11434/v1 for Ollama)")
+        raise ValueError(f"--base-url is required for an {args.kind} backend "
+                         "(e.g. http://127.0.0.1:11434/v1 for Ollama)")
     rec = BackendRecord(args.name, args.kind, base_url, settings)
     try:
         cloud_config(rec)  # validates kind, URL and settings before anything is saved

@@ -58,7 +58,7 @@ def table(rows: Iterable[Iterable[Any]], header: list[str]) -> None:
     data = [header] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in data) for i in range(len(header))]
     for r in data:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def rule_dict(r: Any) -> dict[str, Any]:
