@@ -14,10 +14,11 @@ Request life (`CloudBackend.stream`):
    token. A wait (Retry-After or backoff) that would end after it gives up at once, and so does
    the deadline itself: the router then tries its next step. The upstream is always asked to
    stream, so a long answer to a non-streaming request is not mistaken for a dead upstream.
-   Then only a stall detector: idle = the longest silence between two body reads (enforced here
-   around each read, httpx's read timeout cannot tell headers from body). A healthy answer is
-   never cut, however long it runs: the total cap (the whole request, checked at every await, no
-   timeout context spans a `yield`) is off unless the backend's settings set `total_timeout`.
+   Then only a stall detector: idle = the longest silence between two body reads once the first
+   token has arrived (before it, the deadline alone decides), enforced here around each read
+   (httpx's read timeout cannot tell headers from body). A healthy answer is never cut, however
+   long it runs: the total cap (the whole request, checked at every await, no timeout context
+   spans a `yield`) is off unless the backend's settings set `total_timeout`.
    Connect = each TCP/TLS connect (httpx).
 4. The whole consumption of the stream runs inside the breaker's guard: a stream counts as a
    success only when it completed.
@@ -135,8 +136,10 @@ class _Bounds:
     total: float
 
     def next(self, idle_at: float) -> tuple[float, Literal["first", "idle", "total"]]:
-        if self.first <= min(idle_at, self.total):
-            return self.first, "first"
+        if self.first != math.inf:
+            # Before the first token only the deadline (and a total cap) count: a model may think
+            # a long time before it says anything. The stall detector starts with the answer.
+            return (self.first, "first") if self.first <= self.total else (self.total, "total")
         return (idle_at, "idle") if idle_at < self.total else (self.total, "total")
 
 

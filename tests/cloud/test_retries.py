@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import socket
 import time
 
@@ -244,6 +246,44 @@ async def test_headers_without_a_first_token_fail_at_the_deadline(fake_upstream:
     _, error = await consume(backend.stream(chat()))
     assert isinstance(error, UnavailableError) and "no first token within the deadline" in error.message
     assert fake_upstream.count() == 1
+
+
+async def _thinking_upstream(silence: float) -> tuple[asyncio.Server, str]:
+    """An OpenAI upstream that sends its headers and role chunk at once, says nothing for
+    `silence` seconds (a model thinking), then streams its answer quickly."""
+    events = [*OPENAI.text_stream("thought it through")]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+        writer.write(f"data: {json.dumps(events[0])}\n\n".encode())
+        await writer.drain()
+        await asyncio.sleep(silence)
+        for event in events[1:]:
+            writer.write(f"data: {json.dumps(event)}\n\n".encode())
+        writer.write(b"data: [DONE]\n\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+
+
+async def test_the_idle_timeout_starts_with_the_answer_not_before_it() -> None:
+    # A deadline longer than the idle timeout (a slow-thinking model): the silence before the
+    # first token is the deadline's business, not a stall.
+    server, url = await _thinking_upstream(silence=1.2)
+    backend = OpenAIBackend(CloudConfig(name="o", kind="openai", base_url=url, deadline=5.0, idle_timeout=0.3), "k")
+    try:
+        chunks, error = await consume(backend.stream(chat()))
+    finally:
+        await backend.aclose()
+        server.close()
+    assert error is None, error
+    assert text_of(chunks) == "thought it through"
 
 
 async def test_the_deadline_ends_at_the_first_token(fake_upstream: FakeUpstream, make) -> None:
