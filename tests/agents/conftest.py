@@ -53,7 +53,6 @@ async def workbench(tmp_path: Path, agent_models_dir: Path, fake_upstream):
     wb.secrets.set("openai", "sk-upstream-openai-0123456789")
     wb.secrets.set("anthropic", "sk-upstream-anthropic-0123456789")
     wb.refresh_keys()
-    wb.store.set_cloud_routing(True)  # off in a new data directory
     wb.store.add_rule(Rule("agent-local", "local", model="tiny-long-mlx"))
     wb.store.add_rule(Rule("agent-small", "local", model="tiny-llama-mlx"))
     wb.store.add_rule(Rule("agent-openai", "openai", model="gpt-fake"))
