@@ -32,7 +32,7 @@ import httpx  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
 from router.config import AppConfig  # noqa: E402
 from router.rules import Rule  # noqa: E402
-from router.serve import Listener  # noqa: E402
+from router.listener import Listener  # noqa: E402
 from router.store import BackendRecord  # noqa: E402
 from router.workbench import Workbench  # noqa: E402
 from tests.fixtures.fake_upstream import OPENAI_PATH, FakeUpstream, Reply, openai_text_stream  # noqa: E402

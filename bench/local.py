@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.config import EngineConfig  # noqa: E402
-from engine.local.demo import demo_path  # noqa: E402
-from engine.local.engine import LocalEngine, render_prompt  # noqa: E402
-from engine.types import ChatRequest, Message, collect  # noqa: E402
+from engine.config import EngineConfig
+from engine.local.demo import demo_path
+from engine.local.engine import LocalEngine, render_prompt
+from engine.types import ChatRequest, Message, collect
 
 QUESTION = "Write a short story about a lighthouse keeper."
 
@@ -40,7 +40,7 @@ def bare(engine: LocalEngine, tokens: int) -> tuple[float, float, int]:
         start = time.perf_counter()
         first = last = None
         n = 0
-        for r in stream_generate(loaded.model, loaded.tokenizer, prompt, max_tokens=tokens):
+        for _ in stream_generate(loaded.model, loaded.tokenizer, prompt, max_tokens=tokens):
             now = time.perf_counter()
             first = first or now
             last = now
@@ -67,7 +67,8 @@ async def main() -> int:
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--tokens", type=int, default=128)
     args = ap.parse_args()
-    config = EngineConfig(scan_hf_cache=False)
+    # The same prompt again and again: with the prompt cache the engine would skip its prefill.
+    config = EngineConfig(scan_hf_cache=False, prompt_cache_bytes=0)
     if demo_path(config) is None:
         print("demo model missing: run `mlx-workbench models fetch-demo`", file=sys.stderr)
         return 1
@@ -84,7 +85,7 @@ async def main() -> int:
             else:
                 bare_runs.append(await asyncio.to_thread(bare, engine, args.tokens))
                 eng_runs.append(await through_engine(engine, args.tokens))
-        paired = sorted(e[1] / b[1] for b, e in zip(bare_runs, eng_runs))
+        paired = sorted(e[1] / b[1] for b, e in zip(bare_runs, eng_runs, strict=True))
         b_ttft = statistics.median(r[0] for r in bare_runs)
         b_tps = statistics.median(r[1] for r in bare_runs)
         e_ttft = statistics.median(r[0] for r in eng_runs)
@@ -93,10 +94,14 @@ async def main() -> int:
         print(f"{'':24}{'TTFT s':>10}{'decode tok/s':>14}")
         print(f"{'bare mlx_lm':24}{b_ttft:>10.3f}{b_tps:>14.2f}")
         print(f"{'LocalEngine':24}{e_ttft:>10.3f}{e_tps:>14.2f}")
-        print(f"ratio engine/bare decode tok/s: {e_tps / b_tps:.3f} (target >= 0.97); "
-              f"TTFT ratio bare/engine: {b_ttft / e_ttft:.3f}")
-        print(f"paired ratios over {args.reps} reps: min {paired[0]:.3f}, median {statistics.median(paired):.3f}, "
-              f"max {paired[-1]:.3f}")
+        print(
+            f"ratio engine/bare decode tok/s: {e_tps / b_tps:.3f} (target >= 0.97); "
+            f"TTFT ratio bare/engine: {b_ttft / e_ttft:.3f}"
+        )
+        print(
+            f"paired ratios over {args.reps} reps: min {paired[0]:.3f}, median {statistics.median(paired):.3f}, "
+            f"max {paired[-1]:.3f}"
+        )
         base = None
         for n in (1, 4, 8):
             tps = await aggregate(engine, n, args.tokens // 2)

@@ -41,9 +41,7 @@ class EngineConfig:
     model_dirs: list[Path] = field(default_factory=list)
     # Also scan the Hugging Face hub cache (HF_HUB_CACHE or ~/.cache/huggingface/hub) if present.
     scan_hf_cache: bool = True
-    memory_budget_bytes: int = field(
-        default_factory=lambda: int(total_memory_bytes() * DEFAULT_BUDGET_FRACTION)
-    )
+    memory_budget_bytes: int = field(default_factory=lambda: int(total_memory_bytes() * DEFAULT_BUDGET_FRACTION))
     # Load the system OpenBLAS before MLX on Linux (env MLXWB_NO_OPENBLAS=1 turns it off).
     use_system_openblas: bool = field(default_factory=lambda: not openblas_disabled_by_env())
 
@@ -55,7 +53,7 @@ class EngineConfig:
     # Seconds of prompt reading per generation step, shared by the prompts being read (chunk sizes
     # follow the measured speed): bounds how long the other streams wait for their next token and
     # how long a cancelled prompt keeps the thread.
-    prefill_step_s: float = 0.2
+    prefill_step_s: float = 0.25
     # A fixed prompt chunk in tokens instead (0: follow prefill_step_s); tests use it.
     prefill_chunk_tokens: int = 0
 

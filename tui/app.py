@@ -315,10 +315,7 @@ class WorkbenchApp(App[int]):
                                  "reset timeout, or until you reset it (r).", yes="Trip"), done)
 
     async def action_toggle_listener(self) -> None:
-        try:
-            from router.listener import Listener, ListenerError  # type: ignore[attr-defined]
-        except ImportError:
-            from router.serve import Listener, ListenerError
+        from router.listener import Listener, ListenerError
 
         if self.listener_running:
             await self.listener.stop()

@@ -26,8 +26,9 @@ UNKNOWN_MAX = 1024
 
 
 class ModelCatalog:
-    def __init__(self, config: EngineConfig, backend: str = "local",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: EngineConfig, backend: str = "local", clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.backend = backend
         self._clock = clock
@@ -126,7 +127,7 @@ class ModelCatalog:
         models = self._models or []
         known = ", ".join(sorted({i.id for i in models} | {a for i in models for a in i.aliases}))
         return ModelNotFoundError(
-            f"model {name!r} not found locally" + (f" (known: {known})" if known else
-                                                  " (no local models; run `mlx-workbench models fetch-demo`)"),
+            f"model {name!r} not found locally"
+            + (f" (known: {known})" if known else " (no local models; run `mlx-workbench models fetch-demo`)"),
             backend=self.backend,
         )

@@ -8,6 +8,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.config import EngineConfig
 from engine.local.demo import DEMO_ALIAS, DEMO_FILENAME, DEMO_ID
@@ -85,9 +86,9 @@ def _mlx_folder_info(folder: Path, model_id: str) -> ModelInfo:
     )
 
 
-def _context_from_config(config: dict) -> int | None:
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
-    for source in (config, text):
+def _context_from_config(config: dict[str, Any]) -> int | None:
+    nested = config.get("text_config")
+    for source in (config, nested if isinstance(nested, dict) else {}):
         for key in ("max_position_embeddings", "max_sequence_length", "n_positions", "seq_length"):
             value = source.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -118,7 +119,7 @@ def _gguf_info(path: Path, model_id: str, *, dequantize_on_cpu: bool) -> ModelIn
     )
 
 
-def _context_from_gguf(metadata: dict, architecture: str | None) -> int | None:
+def _context_from_gguf(metadata: dict[str, Any], architecture: str | None) -> int | None:
     value = metadata.get(f"{architecture}.context_length") if architecture else None
     return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 from engine.config import EngineConfig
@@ -47,8 +47,10 @@ def _template_messages(messages: list[Message]) -> list[dict[str, Any]]:
     for m in messages:
         d: dict[str, Any] = {"role": m.role, "content": m.content}
         if m.tool_calls:
-            d["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                               for c in m.tool_calls]
+            d["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in m.tool_calls
+            ]
         if m.tool_call_id:
             d["tool_call_id"] = m.tool_call_id
         out.append(d)
@@ -71,14 +73,22 @@ def _plain_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 def render_prompt(tokenizer: Any, request: ChatRequest) -> list[int]:
     """Token ids of the conversation through the model's chat template."""
-    tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                               "parameters": t.parameters}} for t in request.tools] or None
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description or "", "parameters": t.parameters},
+        }
+        for t in request.tools
+    ] or None
     if getattr(tokenizer, "chat_template", None):
         # Templates that refuse a system turn mid-conversation (or any) get it folded into a user turn.
         folded = fold_system_turns(request.messages, keep_leading=False)
-        attempts = [(_template_messages(request.messages), tools),
-                    (_template_messages(fold_system_turns(request.messages)), tools),
-                    (_template_messages(folded), tools), (_plain_messages(folded), None)]
+        attempts = [
+            (_template_messages(request.messages), tools),
+            (_template_messages(fold_system_turns(request.messages)), tools),
+            (_template_messages(folded), tools),
+            (_plain_messages(folded), None),
+        ]
         last: Exception | None = None
         for msgs, tl in attempts:
             try:
@@ -101,12 +111,16 @@ class LocalEngine:
         self.config = config
         self._catalog = ModelCatalog(config, backend=self.name)
         cache = PromptCacheStore(config.prompt_cache_bytes)
-        self._worker = MLXWorker(prompt_cache=cache, max_batch=config.max_batch,
-                                 prefill_step_s=config.prefill_step_s,
-                                 prefill_chunk_tokens=config.prefill_chunk_tokens,
-                                 cache_room=lambda: self._manager.cache_room())
-        self._manager = ModelManager(config, busy=self._worker.busy, prompt_cache=cache,
-                                     on_unload=self._worker.drop_model)
+        self._worker = MLXWorker(
+            prompt_cache=cache,
+            max_batch=config.max_batch,
+            prefill_step_s=config.prefill_step_s,
+            prefill_chunk_tokens=config.prefill_chunk_tokens,
+            cache_room=lambda: self._manager.cache_room(),
+        )
+        self._manager = ModelManager(
+            config, busy=self._worker.busy, prompt_cache=cache, on_unload=self._worker.drop_model
+        )
         self._blas = "not loaded yet"
         self._requests = 0
         self._errors = 0
@@ -147,8 +161,14 @@ class LocalEngine:
 
         self._blas = ensure_blas(self.config.use_system_openblas)
 
-    async def load(self, name: str, progress: Callable[[LoadProgress], None] | None = None,
-                   cancel: threading.Event | None = None, *, allow_paths: bool = False) -> ModelInfo:
+    async def load(
+        self,
+        name: str,
+        progress: Callable[[LoadProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        allow_paths: bool = False,
+    ) -> ModelInfo:
         """Load a model. `progress` is called on the event loop (posted from the MLX thread, which
         never waits for it)."""
         info = await self.aresolve(name, allow_paths=allow_paths)
@@ -159,7 +179,8 @@ class LocalEngine:
             report = progress
 
             def post(p: LoadProgress) -> None:
-                loop.call_soon_threadsafe(report, p)
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is watching
+                    loop.call_soon_threadsafe(report, p)
 
         await self._worker.run(lambda: self._manager.get(info, post, cancel))
         return info
@@ -177,9 +198,12 @@ class LocalEngine:
         """Models and prompt caches as the MLX thread last published them (safe from any thread)."""
         models, cache = self._manager.published, self._worker.prompt_cache.published
         return MemorySnapshot(
-            loaded=list(models.loaded), used_bytes=models.model_bytes + cache.nbytes,
-            budget_bytes=self.config.memory_budget_bytes, blas=self._blas,
-            prompt_cache_bytes=cache.nbytes, prompt_cache_entries=cache.entries,
+            loaded=list(models.loaded),
+            used_bytes=models.model_bytes + cache.nbytes,
+            budget_bytes=self.config.memory_budget_bytes,
+            blas=self._blas,
+            prompt_cache_bytes=cache.nbytes,
+            prompt_cache_entries=cache.entries,
             prompt_cache_limit_bytes=self._worker.prompt_cache.limit_bytes,
         )
 
@@ -204,40 +228,16 @@ class LocalEngine:
         received = time.perf_counter()
         self._requests += 1
         try:
-            request.validate()
-            request.require_text_only(self.name)
-            if request.priority not in PRIORITIES:
-                raise RejectedError(f"priority: must be one of {', '.join(PRIORITIES)}, not {request.priority!r}",
-                                    backend=self.name)
+            _check(request, self.name)
             info = await self.aresolve(request.model, allow_paths=request.allow_model_paths)
             self._ensure_blas()
         except EngineError as exc:
             self._record_error(exc)
             raise
-        params = GenParams(
-            max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
-            temperature=DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
-            top_p=request.top_p,
-            seed=request.seed,
-            stop=tuple(s for s in request.stop if s),
-        )
         handle = GenerationHandle(asyncio.get_running_loop(), received)
 
         def begin() -> None:
-            started = time.perf_counter()
-            was_loaded = self._manager.is_loaded(info.id)
-            loaded = self._manager.get(info)
-            load_s = 0.0 if was_loaded else time.perf_counter() - started
-            prompt = render_prompt(loaded.tokenizer, request)
-            if not prompt:
-                raise RejectedError("the prompt renders to no tokens")
-            context = context_length(info, loaded)
-            if len(prompt) >= context:
-                raise ContextLengthError(len(prompt), context, info.id, backend=self.name)
-            # Never generate past the model's context window, whatever max_tokens says.
-            fitted = replace(params, max_tokens=max(1, min(params.max_tokens, context - len(prompt))))
-            self._worker.enqueue(Submission(handle, info.id, loaded.model, loaded.tokenizer, prompt, fitted,
-                                            request.priority, load_s))
+            self._worker.enqueue(self._prepare(info, request, handle))
 
         finished = False
         try:
@@ -255,8 +255,12 @@ class LocalEngine:
                 elif isinstance(item, Finished):
                     finished = True
                     self._latencies.append(time.perf_counter() - received)
-                    yield Chunk(finish_reason=item.finish_reason,  # type: ignore[arg-type]
-                                usage=_usage(item), backend=self.name, model=info.id)
+                    yield Chunk(
+                        finish_reason=item.finish_reason,  # type: ignore[arg-type]
+                        usage=_usage(item),
+                        backend=self.name,
+                        model=info.id,
+                    )
                     return
                 else:
                     finished = True
@@ -270,6 +274,29 @@ class LocalEngine:
                 # before its next step, whether it is queued, reading its prompt or decoding.
                 handle.cancelled.set()
 
+    def _prepare(self, info: ModelInfo, request: ChatRequest, handle: GenerationHandle) -> Submission:
+        """On the MLX thread: load the model if needed, render the prompt, check it fits."""
+        started = time.perf_counter()
+        was_loaded = self._manager.is_loaded(info.id)
+        # A client that goes away during the load stops it too (between load stages).
+        loaded = self._manager.get(info, cancel=handle.cancelled)
+        load_s = 0.0 if was_loaded else time.perf_counter() - started
+        prompt = render_prompt(loaded.tokenizer, request)
+        if not prompt:
+            raise RejectedError("the prompt renders to no tokens")
+        context = context_length(info, loaded)
+        if len(prompt) >= context:
+            raise ContextLengthError(len(prompt), context, info.id, backend=self.name)
+        params = GenParams(
+            # Never generate past the model's context window, whatever max_tokens says.
+            max_tokens=max(1, min(request.max_tokens or DEFAULT_MAX_TOKENS, context - len(prompt))),
+            temperature=DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=tuple(s for s in request.stop if s),
+        )
+        return Submission(handle, info.id, loaded.model, loaded.tokenizer, prompt, params, request.priority, load_s)
+
     def _record_error(self, exc: EngineError) -> None:
         self._errors += 1
         self._last_error = str(exc)
@@ -279,15 +306,33 @@ class LocalEngine:
         lat = list(self._latencies)
         work = self._worker.snapshot()
         return BackendSnapshot(
-            name=self.name, kind=self.kind, state="closed", requests=self._requests, errors=self._errors,
-            last_error=self._last_error, last_error_at=self._last_error_at,
-            latency_p50_s=percentile(lat, 0.5), latency_p95_s=percentile(lat, 0.95),
-            latency_p99_s=percentile(lat, 0.99), recent_latencies_s=lat[-30:],
-            running=work.running, queued=work.queued,
+            name=self.name,
+            kind=self.kind,
+            state="closed",
+            requests=self._requests,
+            errors=self._errors,
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+            latency_p50_s=percentile(lat, 0.5),
+            latency_p95_s=percentile(lat, 0.95),
+            latency_p99_s=percentile(lat, 0.99),
+            recent_latencies_s=lat[-30:],
+            running=work.running,
+            queued=work.queued,
         )
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._worker.stop)
+
+
+def _check(request: ChatRequest, backend: str) -> None:
+    """The 400s that need no model: fields, attachments, priority."""
+    request.validate()
+    request.require_text_only(backend)
+    if request.priority not in PRIORITIES:
+        raise RejectedError(
+            f"priority: must be one of {', '.join(PRIORITIES)}, not {request.priority!r}", backend=backend
+        )
 
 
 def context_length(info: ModelInfo, loaded: LoadedModel) -> int:
@@ -297,5 +342,12 @@ def context_length(info: ModelInfo, loaded: LoadedModel) -> int:
 
 
 def _usage(item: Finished) -> Usage:
-    return Usage(item.prompt_tokens, item.completion_tokens, item.ttft_s, item.tokens_per_s,
-                 queued_s=item.queued_s, load_s=item.load_s, cached_tokens=item.cached_tokens)
+    return Usage(
+        item.prompt_tokens,
+        item.completion_tokens,
+        item.ttft_s,
+        item.tokens_per_s,
+        queued_s=item.queued_s,
+        load_s=item.load_s,
+        cached_tokens=item.cached_tokens,
+    )

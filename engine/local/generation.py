@@ -24,20 +24,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from engine.local.pacing import MAX_CHUNK, PrefillPacer
 from engine.local.prompt_cache import PromptCacheStore
 from engine.local.scheduler import AdmissionQueue, high_overflow
 from engine.types import CancelledError, UnavailableError
 
 log = logging.getLogger(__name__)
-
-# Prompt chunk sizes. A step reads one chunk of every prompt being read; the size is picked so the
-# step takes about `prefill_step_s`, from the measured seconds per prompt token of that model (CPU
-# and Metal differ by two orders of magnitude, and long contexts cost more per token). Powers of
-# two keep the number of distinct shapes (kernel compilations on Metal) small.
-CHUNK_SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048)
-FIRST_CHUNK = 64  # before anything is measured
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -144,6 +139,7 @@ class _Active:
     prefilled: bool = False
     prefill_chunks: int = 0
     read_tokens: int = 0
+    to_read: int = 0  # prompt tokens to prefill (the last one goes in with the first decode step)
     text: str = ""
     sent: int = 0
     tokens: int = 0
@@ -192,9 +188,16 @@ class WorkerSnapshot:
 class MLXWorker:
     """Owns the MLX thread. Jobs are plain callables run in submission order between steps."""
 
-    def __init__(self, name: str = "mlx", *, prompt_cache: PromptCacheStore | None = None,
-                 max_batch: int = 8, prefill_step_s: float = 0.2, prefill_chunk_tokens: int = 0,
-                 cache_room: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "mlx",
+        *,
+        prompt_cache: PromptCacheStore | None = None,
+        max_batch: int = 8,
+        prefill_step_s: float = 0.25,
+        prefill_chunk_tokens: int = 0,
+        cache_room: Callable[[], int] | None = None,
+    ) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._batches: dict[str, _Batch] = {}
         self._thread: threading.Thread | None = None
@@ -203,9 +206,7 @@ class MLXWorker:
         self._stopped = False
         self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCacheStore(0)
         self.max_batch = max(1, max_batch)
-        self.prefill_step_s = prefill_step_s
-        self.prefill_chunk_tokens = max(0, prefill_chunk_tokens)
-        self._s_per_token: dict[str, float] = {}  # measured prefill speed per model
+        self.pacer = PrefillPacer(prefill_step_s, prefill_chunk_tokens)
         # Bytes the stored caches may take besides the models (the memory budget's share).
         self._cache_room = cache_room or (lambda: 1 << 62)
         self._max_seen: dict[str, int] = {}
@@ -222,9 +223,9 @@ class MLXWorker:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
 
-    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         self._ensure_thread()
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def job() -> None:
             if not fut.set_running_or_notify_cancel():
@@ -237,7 +238,7 @@ class MLXWorker:
         self._jobs.put(job)
         return fut
 
-    async def run(self, fn: Callable[[], Any]) -> Any:
+    async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self.submit(fn))
 
     def snapshot(self) -> WorkerSnapshot:
@@ -276,11 +277,15 @@ class MLXWorker:
         from mlx_lm.generate import BatchGenerator
 
         places = self.max_batch + high_overflow(self.max_batch)
-        # prefill_step_size is set before every step (_chunk_size); the largest value here keeps the
+        # prefill_step_size is set before every step (pacing.py); the largest value here keeps the
         # prompt batch from splitting a chunk again inside one step.
-        return BatchGenerator(model, stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
-                              prefill_batch_size=places, completion_batch_size=places,
-                              prefill_step_size=max(CHUNK_SIZES[-1], self.prefill_chunk_tokens))
+        return BatchGenerator(
+            model,
+            stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
+            prefill_batch_size=places,
+            completion_batch_size=places,
+            prefill_step_size=max(MAX_CHUNK, self.pacer.fixed_chunk),
+        )
 
     def drop_model(self, model_id: str) -> None:
         """Forget the model's batch and caches (before or after unloading it); its requests end
@@ -297,19 +302,9 @@ class MLXWorker:
     def _run(self) -> None:
         while True:
             idle = not any(b.active or len(b.queue) for b in self._batches.values())
-            try:
-                job = self._jobs.get(block=idle)
-            except queue.Empty:
-                job = ...
-            while job is not ...:
-                if job is None:
-                    self._shutdown()
-                    return
-                job()
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    job = ...
+            if not self._run_jobs(block=idle):
+                self._shutdown()
+                return
             for model_id in list(self._batches):
                 batch = self._batches.get(model_id)
                 if batch is None:
@@ -320,11 +315,24 @@ class MLXWorker:
                     self._step(model_id, batch)
             self._publish()
 
+    def _run_jobs(self, *, block: bool) -> bool:
+        """Run the queued jobs (waiting for one if `block`); False when asked to stop."""
+        try:
+            job = self._jobs.get(block=block)
+        except queue.Empty:
+            return True
+        while job is not None:
+            job()
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return True
+        return False
+
     def _publish(self) -> None:
         models = []
         for model_id, b in self._batches.items():
-            seen = self._max_seen[model_id] = max(self._max_seen.get(model_id, 0), len(b.active))
-            models.append(ModelLoad(model_id, len(b.active), len(b.queue), seen))
+            models.append(ModelLoad(model_id, len(b.active), len(b.queue), self._max_seen.get(model_id, 0)))
         cache = self.prompt_cache.published
         self._published = WorkerSnapshot(tuple(models), cache.nbytes, cache.entries, **self._counts)
 
@@ -359,33 +367,39 @@ class MLXWorker:
             except Exception as exc:  # one request the generator refuses must not stop the others
                 log.exception("could not start a generation on %s", model_id)
                 sub.handle.deliver(UnavailableError(f"generation failed: {type(exc).__name__}: {exc}"))
+        self._max_seen[model_id] = max(self._max_seen.get(model_id, 0), len(batch.active))
 
     def _insert(self, model_id: str, batch: _Batch, sub: Submission, now: float) -> None:
         hit = self.prompt_cache.fetch(model_id, sub.prompt)
         p = sub.params
         [uid] = batch.generator.insert(
-            [hit.rest], max_tokens=[p.max_tokens], caches=[hit.cache] if hit.cache is not None else None,
-            all_tokens=[sub.prompt[:hit.cached]], samplers=[make_sampler(p.temperature, p.top_p, p.seed)])
+            [hit.rest],
+            max_tokens=[p.max_tokens],
+            caches=[hit.cache] if hit.cache is not None else None,
+            all_tokens=[sub.prompt[: hit.cached]],
+            samplers=[make_sampler(p.temperature, p.top_p, p.seed)],
+        )
         sub.handle.admitted = True
         batch.active[uid] = _Active(
-            handle=sub.handle, uid=uid, model_id=model_id, detok=sub.tokenizer.detokenizer,
-            eos=frozenset(sub.tokenizer.eos_token_ids), stops=p.stop, prompt_tokens=len(sub.prompt),
-            received=sub.handle.received, admitted=now, load_s=sub.load_s, cached_tokens=hit.cached,
+            handle=sub.handle,
+            uid=uid,
+            model_id=model_id,
+            detok=sub.tokenizer.detokenizer,
+            eos=frozenset(sub.tokenizer.eos_token_ids),
+            stops=p.stop,
+            prompt_tokens=len(sub.prompt),
+            received=sub.handle.received,
+            admitted=now,
+            load_s=sub.load_s,
+            cached_tokens=hit.cached,
+            to_read=len(hit.rest) - 1,
         )
-
-    def _chunk_size(self, model_id: str, reading: int) -> int:
-        if self.prefill_chunk_tokens:
-            return self.prefill_chunk_tokens
-        per_token = self._s_per_token.get(model_id)
-        if per_token is None:
-            return FIRST_CHUNK
-        want = self.prefill_step_s / per_token / max(1, reading)
-        return max((c for c in CHUNK_SIZES if c <= want), default=CHUNK_SIZES[0])
 
     def _step(self, model_id: str, batch: _Batch) -> None:
         gen = batch.generator
-        reading = sum(1 for a in batch.active.values() if not a.prefilled)
-        gen.prefill_step_size = self._chunk_size(model_id, reading)
+        remaining = [a.to_read - a.read_tokens for a in batch.active.values() if not a.prefilled]
+        gen.prefill_step_size = self.pacer.chunk(model_id, remaining)
+        decoding = any(a.prefilled for a in batch.active.values())
         started = time.perf_counter()
         try:
             prompt_responses, responses = gen.next()
@@ -402,25 +416,22 @@ class MLXWorker:
         self._counts["steps"] += 1
         chunks = read = 0
         for pr in prompt_responses:
-            act = batch.active.get(pr.uid)
-            if act is None:
+            reader = batch.active.get(pr.uid)
+            if reader is None:
                 continue
             if pr.end_of_prompt:
-                act.prefilled = True
+                reader.prefilled = True
                 continue
             chunks += 1
-            read += pr.progress[0] - act.read_tokens
-            act.read_tokens = pr.progress[0]
-            act.prefill_chunks += 1
-            act.handle.prefill_chunks = act.prefill_chunks
-            if act.handle.on_prefill_chunk is not None:
-                act.handle.on_prefill_chunk(act.prefill_chunks)
+            read += pr.progress[0] - reader.read_tokens
+            reader.read_tokens = pr.progress[0]
+            reader.prefill_chunks += 1
+            reader.handle.prefill_chunks = reader.prefill_chunks
+            if reader.handle.on_prefill_chunk is not None:
+                reader.handle.on_prefill_chunk(reader.prefill_chunks)
         if read > 0:
-            # The step's time over the prompt tokens it read (the decode step it also ran for the
-            # others is counted in: this errs towards smaller chunks).
-            measured = elapsed / read
-            known = self._s_per_token.get(model_id)
-            self._s_per_token[model_id] = measured if known is None else (known + measured) / 2
+            log.debug("%s: read %d prompt tokens (chunk %d) in %.3f s", model_id, read, gen.prefill_step_size, elapsed)
+        self.pacer.record(model_id, elapsed, read, decoded=decoding and bool(responses))
         self._counts["prefill_chunks"] += chunks
         if chunks and responses:
             self._counts["interleaved_steps"] += 1
@@ -453,8 +464,9 @@ class MLXWorker:
                 stopped_by_text.append(act)
                 batch.active.pop(r.uid, None)
         if stopped_by_text:
-            kept = batch.generator.remove([a.uid for a in stopped_by_text],
-                                          return_prompt_caches=self.prompt_cache.enabled)
+            kept = batch.generator.remove(
+                [a.uid for a in stopped_by_text], return_prompt_caches=self.prompt_cache.enabled
+            )
             for cache, tokens in kept.values():
                 self._keep_cache(model_id, tokens, cache)
         if finals or stopped_by_text:
@@ -485,14 +497,14 @@ class MLXWorker:
             if hits:
                 cut = min(hits)
                 if cut > act.sent:
-                    act.handle.deliver(act.text[act.sent:cut])
+                    act.handle.deliver(act.text[act.sent : cut])
                 act.sent = cut
                 return True
             safe = len(act.text) if final else len(act.text) - max(len(s) for s in act.stops) + 1
         else:
             safe = len(act.text)
         if safe > act.sent:
-            act.handle.deliver(act.text[act.sent:safe])
+            act.handle.deliver(act.text[act.sent : safe])
             act.sent = safe
         if final:
             self._finish(act, reason or "stop")
@@ -505,5 +517,16 @@ class MLXWorker:
         if act.first_at is not None and act.last_at is not None and act.tokens > 1 and act.last_at > act.first_at:
             tps = (act.tokens - 1) / (act.last_at - act.first_at)
         queued = max(0.0, act.admitted - act.received - act.load_s) if act.admitted else None
-        act.handle.deliver(Finished(reason, act.prompt_tokens, act.tokens, ttft, tps, queued, act.load_s,
-                                    act.cached_tokens, act.prefill_chunks))
+        act.handle.deliver(
+            Finished(
+                reason,
+                act.prompt_tokens,
+                act.tokens,
+                ttft,
+                tps,
+                queued,
+                act.load_s,
+                act.cached_tokens,
+                act.prefill_chunks,
+            )
+        )

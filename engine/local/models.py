@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from engine.config import EngineConfig
 from engine.local.discovery import ModelInfo
@@ -88,13 +88,19 @@ ProgressFn = Callable[[LoadProgress], None]
 def _param_bytes(model: Any) -> int:
     from mlx.utils import tree_flatten
 
-    return sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    leaves = cast(list[tuple[str, Any]], tree_flatten(model.parameters()))
+    return sum(int(v.nbytes) for _, v in leaves)
 
 
 class ModelManager:
-    def __init__(self, config: EngineConfig, busy: Callable[[str], bool] = lambda model_id: False, *,
-                 prompt_cache: PromptCacheStore | None = None,
-                 on_unload: Callable[[str], None] = lambda model_id: None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        busy: Callable[[str], bool] = lambda model_id: False,
+        *,
+        prompt_cache: PromptCacheStore | None = None,
+        on_unload: Callable[[str], None] = lambda model_id: None,
+    ) -> None:
         self.config = config
         self._busy = busy
         self._cache = prompt_cache if prompt_cache is not None else PromptCacheStore(0)
@@ -102,8 +108,9 @@ class ModelManager:
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self.published = ModelsSnapshot()
 
-    def get(self, info: ModelInfo, progress: ProgressFn | None = None,
-            cancel: threading.Event | None = None) -> LoadedModel:
+    def get(
+        self, info: ModelInfo, progress: ProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> LoadedModel:
         """The loaded model, loading it (and evicting others) if needed."""
         hit = self._loaded.get(info.id)
         if hit is not None:
@@ -171,7 +178,7 @@ class ModelManager:
         report("reading", 0.1)
         model, config = load_model(Path(info.path))
         report("tokenizer", 0.8)
-        tokenizer = load_tokenizer(Path(info.path), eos_token_ids=config.get("eos_token_id"))
+        tokenizer = load_tokenizer(Path(info.path), eos_token_ids=config.get("eos_token_id"))  # type: ignore[no-untyped-call]
         report("done", 1.0)
         return model, tokenizer
 
@@ -206,8 +213,15 @@ class ModelManager:
     def snapshot(self, blas: str) -> MemorySnapshot:
         """The current numbers, read on the MLX thread (other threads use LocalEngine.memory())."""
         loaded = [LoadedModelInfo(m.info.id, m.bytes, m.loaded_at, m.last_used) for m in self._loaded.values()]
-        return MemorySnapshot(loaded, self.used_bytes(), self.config.memory_budget_bytes, blas,
-                              self._cache.nbytes, self._cache.entries, self._cache.limit_bytes)
+        return MemorySnapshot(
+            loaded,
+            self.used_bytes(),
+            self.config.memory_budget_bytes,
+            blas,
+            self._cache.nbytes,
+            self._cache.entries,
+            self._cache.limit_bytes,
+        )
 
     def _publish(self) -> None:
         loaded = tuple(LoadedModelInfo(m.info.id, m.bytes, m.loaded_at, m.last_used) for m in self._loaded.values())

@@ -43,7 +43,7 @@ class AdmissionQueue(Generic[T]):
     max_batch: int = 8
     aging_s: float = DEFAULT_AGING_S
     _waiting: list[_Waiting[T]] = field(default_factory=list)
-    _counter: itertools.count = field(default_factory=itertools.count)
+    _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     def __len__(self) -> int:
         return len(self._waiting)

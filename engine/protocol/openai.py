@@ -153,9 +153,16 @@ def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not (isinstance(value, int) or value.is_integer())):
         raise bad(key, f"must be {'an integer' if kind is int else 'a number'}")
-    return value
+    return int(value) if kind is int else value  # JSON has one number type: 5.0 is the integer 5
+
+
+def _seed(body: dict[str, Any]) -> int | None:
+    seed = _number(body, "seed", int)
+    if seed is not None and not 0 <= seed < 2**64:  # MLX's random key takes an unsigned 64-bit seed
+        raise bad("seed", "must be between 0 and 2**64 - 1")
+    return seed
 
 
 def request_from_openai(body: Any) -> ChatRequest:
@@ -230,7 +237,7 @@ def request_from_openai(body: Any) -> ChatRequest:
         temperature=_number(body, "temperature"),
         top_p=_number(body, "top_p"),
         stop=stops,
-        seed=_number(body, "seed", int),
+        seed=_seed(body),
         stream=stream,
         tools=tools,
         tool_choice=_tool_choice_from(body.get("tool_choice")),

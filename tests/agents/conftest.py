@@ -17,7 +17,7 @@ import pytest
 from engine.config import EngineConfig
 from router.config import AppConfig
 from router.rules import Rule
-from router.serve import Listener
+from router.listener import Listener
 from router.store import BackendRecord
 from router.workbench import Workbench
 

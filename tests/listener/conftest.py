@@ -9,7 +9,7 @@ import pytest
 from engine.config import EngineConfig
 from router.config import AppConfig
 from router.rules import Rule, Step
-from router.serve import Listener
+from router.listener import Listener
 from router.store import BackendRecord
 from router.workbench import Workbench
 

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from router.serve import Listener, ListenerError
+from router.listener import Listener, ListenerError
 from tests.fixtures.fake_upstream import OPENAI_PATH, Reply, openai_text_stream
 
 HELLO = [{"role": "user", "content": "Hello"}]

@@ -81,7 +81,7 @@ async def test_typed_errors_for_400_404_503(listener, fake_upstream) -> None:
 
 
 async def test_typed_401_with_a_listener_key(workbench) -> None:
-    from router.serve import Listener
+    from router.listener import Listener
 
     lst = Listener(workbench, "127.0.0.1", 0, api_key="listener-key-123")
     await lst.start()

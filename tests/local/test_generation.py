@@ -22,8 +22,9 @@ class _Sink:
 
 
 def _active(stops: tuple[str, ...]) -> _Active:
-    return _Active(handle=_Sink(), uid=0, model_id="m", detok=None, eos=frozenset(), stops=stops,
-                   prompt_tokens=3, received=0.0)
+    return _Active(
+        handle=_Sink(), uid=0, model_id="m", detok=None, eos=frozenset(), stops=stops, prompt_tokens=3, received=0.0
+    )
 
 
 def test_stop_string_split_over_pieces_is_cut_and_never_emitted() -> None:

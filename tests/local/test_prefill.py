@@ -17,6 +17,7 @@ import pytest
 from engine.config import EngineConfig
 from engine.local.engine import LocalEngine, render_prompt
 from engine.local.generation import Finished, GenerationHandle, GenParams, Submission
+from engine.local.pacing import PrefillPacer
 from engine.types import CancelledError, ChatRequest, EngineError, Message, collect
 
 MODEL = "tiny-llama-mlx"
@@ -73,8 +74,11 @@ class Direct:
             loaded = eng._manager.get(info)
             prompt = render_prompt(loaded.tokenizer, self.request)
             self.prompt_tokens = len(prompt)
-            params = GenParams(max_tokens=self.request.max_tokens or 16, temperature=self.request.temperature or 0,
-                               seed=self.request.seed)
+            params = GenParams(
+                max_tokens=self.request.max_tokens or 16,
+                temperature=self.request.temperature or 0,
+                seed=self.request.seed,
+            )
             eng._worker.enqueue(Submission(self.handle, info.id, loaded.model, loaded.tokenizer, prompt, params))
 
         await eng._worker.run(begin)
@@ -157,20 +161,30 @@ async def test_closing_the_stream_cancels_a_request_still_in_its_prompt(engine: 
     assert engine._worker.snapshot().running == 0
 
 
-async def test_adaptive_chunks_follow_the_measured_speed(tiny_models_dir: Path, tmp_path: Path) -> None:
-    eng = engine_for(tiny_models_dir, tmp_path, prefill_chunk_tokens=0, prefill_step_s=0.2)
+def test_chunks_follow_the_measured_speed() -> None:
+    pacer = PrefillPacer(step_s=0.2)
+    assert pacer.chunk(MODEL, [1000]) == 16  # nothing measured yet: a small first chunk
+    pacer.record(MODEL, elapsed=0.2, read=200, decoded=False)  # 1 ms per token
+    assert pacer.chunk(MODEL, [1000]) == 192  # 0.2 s worth, in a multiple of 16
+    assert pacer.chunk(MODEL, [1000, 1000, 1000, 1000]) == 48  # shared by four prompts being read
+    assert pacer.chunk(MODEL, [250]) == 250  # a rest that fits in 1.5 chunks is read in one step
+    pacer.record(MODEL, elapsed=0.05, read=0, decoded=True)  # a decode step takes 50 ms
+    pacer.record(MODEL, elapsed=0.25, read=200, decoded=True)  # 0.2 s of reading after the decode
+    assert pacer.s_per_token[MODEL] == pytest.approx(0.001)
+    slow = PrefillPacer(step_s=0.2)
+    slow.record(MODEL, elapsed=1.0, read=10, decoded=False)
+    assert slow.chunk(MODEL, [1000]) == 8  # never below the smallest chunk
+    fast = PrefillPacer(step_s=0.2)
+    fast.record(MODEL, elapsed=0.001, read=2000, decoded=False)
+    assert fast.chunk(MODEL, [10**6]) == 2048
+    assert PrefillPacer(fixed_chunk=32).chunk(MODEL, [1000]) == 32
+
+
+async def test_the_engine_measures_its_prefill_speed(tiny_models_dir: Path, tmp_path: Path) -> None:
+    eng = engine_for(tiny_models_dir, tmp_path, prefill_chunk_tokens=0)
     try:
-        worker = eng._worker
-        assert worker._chunk_size(MODEL, 1) == 64  # nothing measured yet
-        worker._s_per_token[MODEL] = 0.001
-        assert worker._chunk_size(MODEL, 1) == 128  # 0.2 s / 1 ms = 200 tokens -> 128
-        assert worker._chunk_size(MODEL, 4) == 32  # shared by four prompts being read
-        worker._s_per_token[MODEL] = 0.1
-        assert worker._chunk_size(MODEL, 1) == 16  # never below the smallest chunk
-        worker._s_per_token[MODEL] = 1e-6
-        assert worker._chunk_size(MODEL, 1) == 2048
         await collect(eng.stream(ask(await long_text(eng, 300))))
-        assert MODEL in worker._s_per_token and worker._s_per_token[MODEL] > 0
+        assert eng._worker.pacer.s_per_token[MODEL] > 0
     finally:
         await eng.aclose()
 
@@ -190,8 +204,9 @@ async def test_demo_model_a_cancelled_long_prompt_frees_the_thread(demo_model_pa
         _, end = await victim.result()
         assert isinstance(end, CancelledError)
         assert victim.prompt_tokens > 1000 and victim.handle.prefill_chunks == 2
-        short = ChatRequest(model="demo", messages=[Message("user", "What is the capital of France?")],
-                            temperature=0, max_tokens=12)
+        short = ChatRequest(
+            model="demo", messages=[Message("user", "What is the capital of France?")], temperature=0, max_tokens=12
+        )
         assert "Paris" in (await collect(eng.stream(short))).text
         assert eng._worker.snapshot().running == 0
     finally:

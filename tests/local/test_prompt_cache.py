@@ -42,8 +42,11 @@ class Pair:
 
 def make_pair(models_dir: Path, tmp_path: Path, model: str, **kw) -> Pair:
     def engine(cache_bytes: int) -> LocalEngine:
-        return LocalEngine(EngineConfig(data_dir=tmp_path / "data", model_dirs=[models_dir], scan_hf_cache=False,
-                                        prompt_cache_bytes=cache_bytes))
+        return LocalEngine(
+            EngineConfig(
+                data_dir=tmp_path / "data", model_dirs=[models_dir], scan_hf_cache=False, prompt_cache_bytes=cache_bytes
+            )
+        )
 
     return Pair(engine(64 * 2**20), engine(0), model, **kw)
 
@@ -158,8 +161,9 @@ def engine_with(models_dir: Path, tmp_path: Path, **kw) -> LocalEngine:
     return LocalEngine(EngineConfig(data_dir=tmp_path / "data", model_dirs=[models_dir], scan_hf_cache=False, **kw))
 
 
-async def two_turns(engine: LocalEngine, model: str = "tiny-llama-mlx",
-                    opener: str = "Hello world") -> tuple[list[Message], ChatResult]:
+async def two_turns(
+    engine: LocalEngine, model: str = "tiny-llama-mlx", opener: str = "Hello world"
+) -> tuple[list[Message], ChatResult]:
     """A first turn, then its follow-up; returns the follow-up's messages and answer."""
     first = [user(opener)]
     a1 = await collect(engine.stream(ChatRequest(model=model, messages=first, temperature=0, max_tokens=12)))
@@ -192,8 +196,9 @@ async def test_caches_count_in_the_memory_snapshot(tiny_models_dir: Path, tmp_pa
         await engine.aclose()
 
 
-async def test_the_byte_limit_evicts_the_least_recently_used_conversation(tiny_models_dir: Path,
-                                                                          tmp_path: Path) -> None:
+async def test_the_byte_limit_evicts_the_least_recently_used_conversation(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
     probe = engine_with(tiny_models_dir, tmp_path)
     try:
         await two_turns(probe, opener="The quick brown fox")

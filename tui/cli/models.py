@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.config import EngineConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,12 +22,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=_list)
 
 
-def _fetch_demo(args: argparse.Namespace) -> int:
-    from engine.config import EngineConfig
-    from engine.local.demo import DemoFetchError, fetch_demo
+def engine_config(args: argparse.Namespace) -> EngineConfig | None:
+    """The engine settings of `--config` (or MLXWB_CONFIG, or the default file); None after printing
+    the error if the file is wrong."""
+    from router.config import ConfigError, load_config
 
     try:
-        fetch_demo(EngineConfig(), lambda msg: print(msg, file=sys.stderr), force=args.force)
+        return load_config(getattr(args, "config", None)).engine
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _fetch_demo(args: argparse.Namespace) -> int:
+    from engine.local.demo import DemoFetchError, fetch_demo
+
+    config = engine_config(args)
+    if config is None:
+        return 1
+    try:
+        fetch_demo(config, lambda msg: print(msg, file=sys.stderr), force=args.force)
     except DemoFetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -31,11 +49,13 @@ def _fetch_demo(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from engine.config import EngineConfig
     from engine.local.discovery import discover
     from tui.format import human_bytes, human_count
 
-    models = discover(EngineConfig())
+    config = engine_config(args)
+    if config is None:
+        return 1
+    models = discover(config)
     if args.json:
         print(json.dumps([{**m.__dict__, "path": str(m.path), "aliases": list(m.aliases)} for m in models], indent=2))
         return 0
@@ -43,10 +63,18 @@ def _list(args: argparse.Namespace) -> int:
         print("no local models found; run `mlx-workbench models fetch-demo`")
         return 0
     rows = [("ID", "FORMAT", "ARCH", "PARAMS", "QUANT", "SIZE", "ALIASES")] + [
-        (m.id, m.format, m.architecture, human_count(m.parameters), m.quantization, human_bytes(m.size_bytes),
-         ",".join(m.aliases)) for m in models
+        (
+            m.id,
+            m.format,
+            m.architecture,
+            human_count(m.parameters),
+            m.quantization,
+            human_bytes(m.size_bytes),
+            ",".join(m.aliases),
+        )
+        for m in models
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0

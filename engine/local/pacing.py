@@ -1,0 +1,55 @@
+"""How many prompt tokens each step reads: chunks sized so that a step takes about `step_s`.
+
+A step of the MLX thread reads one chunk of every prompt being read, after one decode step for the
+running answers. Its length bounds how long those answers wait for their next token and how long a
+cancelled request keeps the thread. The right chunk differs by two orders of magnitude between a
+CPU and Metal, and grows costlier per token as the context grows, so it follows the measured
+seconds per prompt token of each model (the decode part of a step, measured on steps without a
+prompt, is taken out).
+"""
+
+from __future__ import annotations
+
+FIRST_CHUNK = 16  # before anything is measured: small, so that the first step is short everywhere
+MIN_CHUNK = 8
+MAX_CHUNK = 2048
+# A prompt whose rest fits in this many chunks is read in one step rather than split in two.
+TAIL_FACTOR = 1.5
+
+
+class PrefillPacer:
+    def __init__(self, step_s: float = 0.25, fixed_chunk: int = 0) -> None:
+        self.step_s = step_s
+        self.fixed_chunk = max(0, fixed_chunk)
+        self.s_per_token: dict[str, float] = {}
+        self.decode_s: dict[str, float] = {}
+
+    def chunk(self, model_id: str, remaining: list[int]) -> int:
+        """Tokens to read of each of the prompts being read (`remaining`: their tokens still to read)."""
+        if self.fixed_chunk:
+            return self.fixed_chunk
+        per_token = self.s_per_token.get(model_id)
+        if per_token is None:
+            return FIRST_CHUNK
+        want = self.step_s / per_token / max(1, len(remaining))
+        if len(remaining) == 1 and 0 < remaining[0] <= want * TAIL_FACTOR:
+            return max(1, remaining[0])
+        if want < 2 * MIN_CHUNK:
+            return MIN_CHUNK
+        # Multiples of 16 keep the shapes (and Metal's kernel variants) few.
+        return min(MAX_CHUNK, int(want) // 16 * 16)
+
+    def record(self, model_id: str, elapsed: float, read: int, decoded: bool) -> None:
+        """One step's time, the prompt tokens it read and whether it also decoded."""
+        if read <= 0:
+            if decoded:
+                self.decode_s[model_id] = _mean(self.decode_s.get(model_id), elapsed)
+            return
+        reading = elapsed - (self.decode_s.get(model_id, 0.0) if decoded else 0.0)
+        # Never trust the subtraction below a quarter of the step: noise must not inflate chunks.
+        per_token = max(reading, elapsed / 4) / read
+        self.s_per_token[model_id] = _mean(self.s_per_token.get(model_id), per_token)
+
+
+def _mean(old: float | None, new: float) -> float:
+    return new if old is None else (old + new) / 2
