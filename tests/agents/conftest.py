@@ -47,12 +47,12 @@ async def workbench(tmp_path: Path, agent_models_dir: Path, fake_upstream):
     cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "data", model_dirs=[agent_models_dir],
                                         scan_hf_cache=False))
     wb = Workbench.open(cfg)
+    wb.store.set_cloud_routing(True)  # off in a new data directory
     wb.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url, dict(FAST)))
     wb.store.save_backend(BackendRecord("anthropic", "anthropic", fake_upstream.anthropic_url, dict(FAST)))
     wb.secrets.set("openai", "sk-upstream-openai-0123456789")
     wb.secrets.set("anthropic", "sk-upstream-anthropic-0123456789")
     wb.refresh_keys()
-    wb.store.set_cloud_routing(True)  # off in a new data directory
     wb.store.add_rule(Rule("agent-local", "local", model="tiny-long-mlx"))
     wb.store.add_rule(Rule("agent-small", "local", model="tiny-llama-mlx"))
     wb.store.add_rule(Rule("agent-openai", "openai", model="gpt-fake"))

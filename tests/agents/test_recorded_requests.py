@@ -89,3 +89,13 @@ async def test_claude_code_gets_the_anthropic_upstreams_thinking_blocks_with_the
     deltas = [obj["delta"] for name, obj in events if name == "content_block_delta"]
     assert {"type": "signature_delta", "signature": "sig-1"} in deltas
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+@pytest.mark.parametrize("model, how", [("agent-local", "exact"), ("agent-openai", "estimate")])
+async def test_count_tokens_takes_claude_codes_request(listener, model, how) -> None:
+    body = {**recorded("claude_code_first_turn")["body"], "model": model}
+    async with httpx.AsyncClient(timeout=60) as client:
+        resp = await client.post(listener.url + "/v1/messages/count_tokens", json=body,
+                                 headers=recorded("claude_code_first_turn")["headers"])
+    assert resp.status_code == 200 and resp.headers["x-mlxwb-token-count"] == how
+    assert resp.json()["input_tokens"] > 100
