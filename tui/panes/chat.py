@@ -4,6 +4,7 @@ when it is sent, the answer every few seconds while it streams and once more at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # How often a streaming answer is written, so a crash loses at most this much of it.
 SAVE_EVERY_S = 2.0
+# How long a question waits for its own write before it is asked anyway.
+QUESTION_SAVE_WAIT_S = 2.0
 UNFINISHED_NOTE = "unfinished: the app stopped before this answer ended"
 
 
@@ -98,6 +101,8 @@ class ChatSession:
     dirty: bool = False
     saving: bool = False
     failing: bool = False
+    # Set while nothing is waiting to be written.
+    written: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def from_conversation(cls, conv: Conversation) -> ChatSession:
@@ -306,8 +311,11 @@ class ChatPane(Pane):
         await box.mount(ChatMessage("user", text))
         widget = ChatMessage("assistant")
         await box.mount(widget)
-        # The question is written before anything is asked: a crash from here on keeps it.
+        # The question is written before anything is asked: a crash from here on keeps it. (A
+        # database that refuses does not stop the question: the writer keeps retrying.)
         self.request_save(session)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.written.wait(), QUESTION_SAVE_WAIT_S)
         if model not in self._recent:
             self._recent.insert(0, model)
             self.model_field.set_names([model, *self.model_field.names])
@@ -377,13 +385,13 @@ class ChatPane(Pane):
                     self.db_failed("writing the request log", exc, "the answer is kept")
             self._stream = None
             self._request_id = None
+        widget.set_meta(meta, error=state == "error")
         turn.content, turn.state, turn.meta = "".join(pieces), state, meta
         self._live = None
         self._busy = False
+        self.request_save(session)
         # One full parse at the end: streamed appends can leave code fences half-rendered.
         await widget.body.update(turn.content or "_(no answer)_")
-        widget.set_meta(meta, error=state == "error")
-        self.request_save(session)
 
     @on(messages.RequestStatus)
     def request_status(self, event: messages.RequestStatus) -> None:
@@ -412,6 +420,7 @@ class ChatPane(Pane):
 
     def request_save(self, session: ChatSession) -> None:
         session.dirty = True
+        session.written.clear()
         if not session.saving:
             session.saving = True
             self.run_worker(self._save_loop(session), group="chat-save", exit_on_error=False)
@@ -439,6 +448,8 @@ class ChatPane(Pane):
                     self.notify("the conversation is saved again")
         finally:
             session.saving = False
+            if not session.dirty:
+                session.written.set()
 
     async def on_unmount(self) -> None:
         # Quitting mid-answer: what arrived is written, marked unfinished.
