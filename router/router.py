@@ -25,9 +25,10 @@ from engine.types import (
     UnavailableError,
     Usage,
 )
-from router.events import EventBus, RequestFinished, RequestProgress, RequestStarted, RulesChanged
+from router.events import EventBus, RequestFinished, RequestProgress, RequestStarted, RequestStatus, RulesChanged
 from router.rules import Explanation, Rule, explain
 from router.store import RequestRecord, Store
+from router.timing import AnswerTimer
 
 PROGRESS_EVERY_S = 0.25
 
@@ -52,6 +53,7 @@ class RouteStream:
         self.request_id = request.metadata.get("request_id") or uuid.uuid4().hex[:12]
         self.trace: list[Attempt] = []
         self.explanation: Explanation = router.explain(request.model)
+        self.usage: Usage | None = None
         self._router = router
         self._request = request
         self._front_end = front_end
@@ -72,6 +74,13 @@ class RouteStream:
         return "; ".join(f"{a.backend} {a.outcome}" + (f": {a.error}" if a.error else "")
                          for a in self.trace if a.outcome != "ok")
 
+    def _status(self, backend: str | None, text: str) -> None:
+        self._router.events.publish(RequestStatus(self.request_id, backend, text))
+
+    def _status_of(self, backend: str) -> Callable[[str], None]:
+        """For the backend: say what the request waits on (may be called from another thread)."""
+        return lambda text: self._status(backend, text)
+
     async def _run(self) -> AsyncIterator[Chunk]:
         router, req = self._router, self._request
         started = time.perf_counter()
@@ -86,6 +95,7 @@ class RouteStream:
         usage: Usage | None = None
         last_progress = 0.0
         tokens = 0
+        timer = AnswerTimer()
         try:
             backends = router.backends()
             chain = self.explanation.chain
@@ -101,7 +111,10 @@ class RouteStream:
                     failures.append(f"{step.backend}: breaker open")
                     continue
                 t0 = time.perf_counter()
-                attempt_req = ChatRequest(**{**req.__dict__, "model": step.model})
+                self._status(step.backend, f"asking {step.backend}/{step.model}"
+                             + (f" ({'; '.join(failures)})" if failures else ""))
+                attempt_req = ChatRequest(**{**req.__dict__, "model": step.model,
+                                             "metadata": {**req.metadata, "on_status": self._status_of(step.backend)}})
                 stream = backend.stream(attempt_req)
                 try:
                     first = await stream.__anext__()
@@ -143,8 +156,9 @@ class RouteStream:
                         first_sent = True
                         if chunk.text:
                             tokens += 1
+                            timer.text()
                         if chunk.usage is not None:
-                            usage = chunk.usage
+                            usage = chunk.usage = timer.usage(chunk.usage)
                         now = time.perf_counter()
                         if now - last_progress >= PROGRESS_EVERY_S:
                             last_progress = now
@@ -183,11 +197,13 @@ class RouteStream:
             record.status, record.error = status, error
             record.attempts = [a.__dict__ for a in self.trace]
             record.latency_s = time.perf_counter() - started
+            measured = self.usage = timer.usage(usage)
             if usage is not None:
                 record.tokens_in, record.tokens_out = usage.prompt_tokens, usage.completion_tokens
-                record.ttft_s, record.tokens_per_s = usage.ttft_s, usage.tokens_per_s
             elif first_sent:
                 record.tokens_out = tokens
+            if measured is not None:
+                record.ttft_s, record.tokens_per_s = measured.ttft_s, measured.tokens_per_s
             try:
                 router.store.log_request(record)
             finally:
