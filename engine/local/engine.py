@@ -199,9 +199,14 @@ class LocalEngine:
             stop=tuple(s for s in request.stop if s),
         )
         handle = GenerationHandle(asyncio.get_running_loop())
+        # The router's "what is this request waiting on" callback, when it gave one.
+        on_status = request.metadata.get("on_status")
+
+        def loading(p: LoadProgress) -> None:
+            on_status(f"loading {info.id} {p.fraction:.0%}")
 
         def begin() -> None:
-            loaded = self._manager.get(info)
+            loaded = self._manager.get(info, progress=loading if callable(on_status) else None)
             prompt = render_prompt(loaded.tokenizer, request)
             if not prompt:
                 raise RejectedError("the prompt renders to no tokens")

@@ -42,7 +42,9 @@ def describe_answer(backend: str | None, model: str | None, usage: Any, note: st
     if note:
         parts.append(f"after {note}")
     if usage is not None:
-        parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens")
+        # A backend that reports no prompt count: the answer's tokens alone, not a made-up 0.
+        parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens" if usage.prompt_tokens
+                     else f"{usage.completion_tokens} tokens")
         if usage.ttft_s is not None:
             parts.append(f"TTFT {usage.ttft_s * 1000:.0f} ms")
         if usage.tokens_per_s:
