@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      ("connect-timeout", float), ("idle-timeout", float)):
         p.add_argument(f"--{opt}", type=typ)
     p.set_defaults(func=wrap(_backends_add))
-    p = bsub.add_parser("rm")
+    p = bsub.add_parser("rm", help="remove a backend (refused while rules use it, unless --force)")
     p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="remove it even though rules use it")
     p.set_defaults(func=wrap(_backends_rm))
     p = bsub.add_parser("health", help="breaker state, failures, latency of every backend")
     add_json(p)
@@ -71,9 +72,13 @@ def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
 
 def _backends_rm(args: argparse.Namespace, ctx: Any) -> int:
     _, store = ctx
+    users = [r for r in store.list_rules() if args.name in (r.backend, *(s.backend for s in r.fallbacks))]
+    used_by = ", ".join(f"#{r.id} {r.pattern}" for r in users)
+    if users and not args.force:
+        raise CLIError(f"backend {args.name} is used by rule(s) {used_by}: change them first, or pass --force")
     if not store.delete_backend(args.name):
         raise CLIError(f"no backend named {args.name}")
-    print(f"removed backend {args.name}")
+    print(f"removed backend {args.name}" + (f"; rule(s) {used_by} now name a missing backend" if users else ""))
     return 0
 
 def _backends_health(args: argparse.Namespace, ctx: Any) -> int:
