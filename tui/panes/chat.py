@@ -162,6 +162,8 @@ class ChatPane(Pane):
         self._request_id: str | None = None
         self._waiting_on = ""
         self._live: Turn | None = None
+        # Text pieces (about one per token) of the answer streaming now.
+        self.live_tokens = 0
         self._local_names: set[str] = set()
         self._recent: list[str] = []
 
@@ -323,6 +325,7 @@ class ChatPane(Pane):
             self.model_field.set_names([model, *self.model_field.names])
         self._busy = True
         self._live = answer
+        self.live_tokens = 0
         self.say(f"asking {model}…")
         self.generate(session, request, answer, widget)
 
@@ -350,6 +353,7 @@ class ChatPane(Pane):
                 if chunk.text:
                     piece = printable(chunk.text)
                     pieces.append(piece)
+                    self.live_tokens = len(pieces)
                     md_stream = md_stream or Markdown.get_stream(widget.body)
                     await md_stream.write(piece)
                     if time.monotonic() - last_save >= SAVE_EVERY_S:
