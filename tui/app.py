@@ -264,7 +264,7 @@ class WorkbenchApp(App[int]):
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(help_rows(self.keymap, self.get_key_display)))
+        self.push_screen(HelpScreen(help_rows(self.keymap)))
 
     def command(self, pane: str, pane_cls: type[Pane], message: Message) -> None:
         """Show a pane and hand it a command (from the palette or an app-wide key)."""

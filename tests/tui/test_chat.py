@@ -10,9 +10,10 @@ import pytest
 from textual import events
 
 from router.rules import Rule, Step
-from router.store import BackendRecord, Store
+from router.store import BackendRecord, Conversation, Store
 from tests.fixtures.fake_upstream import OPENAI_PATH, Reply, openai_error, openai_text_stream
 from tests.tui.helpers import ask, make_app, screen_text, wait_for
+from tui import messages
 from tui.panes.chat import ChatPane
 from tui.widgets.chat_message import ChatMessage
 from tui.widgets.prompt import PromptArea
@@ -154,10 +155,9 @@ async def test_the_model_field_completes_from_every_name_the_workbench_knows(tmp
     async with app.run_test(size=(120, 40)) as pilot:
         app.workbench.store.add_rule(Rule("my-exact-name", "local", model="tiny-llama-mlx"))
         app.workbench.store.add_rule(Rule("claude-*", "local"))
-        app.workbench.store.save_conversation(__import__("router.store", fromlist=["Conversation"]).Conversation(
-            title="old", model="recently-used-model", messages=[]))
+        app.workbench.store.save_conversation(Conversation(title="old", model="recently-used-model", messages=[]))
         chat = app.query_one(ChatPane)
-        app.post_message(__import__("tui.messages", fromlist=["x"]).ConfigWritten())
+        app.post_message(messages.ConfigWritten())
         field = app.query_one("#model")
         await wait_for(pilot, lambda: "my-exact-name" in field.names, timeout=10)
         await wait_for(pilot, lambda: "recently-used-model" in field.names, timeout=10)
