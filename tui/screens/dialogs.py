@@ -38,8 +38,9 @@ class Dialog(ModalScreen[Any]):
     Dialog .dialog-title { text-style: bold; padding: 0 0 1 0; }
     Dialog .dialog-buttons { height: auto; padding: 1 0 0 0; }
     Dialog .dialog-buttons Button { margin: 0 1 0 0; }
+    Dialog Label { width: 100%; }
     Dialog .form-row { height: auto; }
-    Dialog .form-row Label { padding: 1 1 0 0; }
+    Dialog .form-row Label { width: auto; padding: 1 1 0 0; }
     Dialog .form-error { color: $error; height: auto; }
     Dialog .short { width: 10; }
     """
