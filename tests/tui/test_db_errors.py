@@ -4,9 +4,9 @@ be retried. The errors are real: another connection holds SQLite's write lock.""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from tests.tui.helpers import ask, make_app, notifications, wait_for
 from tui.panes.chat import ChatPane
