@@ -32,6 +32,7 @@ from router.events import (
 )
 from tui import messages
 from tui.db import DB_ERRORS, TuiDatabase, describe_db_error
+from tui.format import duration
 from tui.keys import binding_ids, check_keymap, help_rows
 from tui.panes.base import Pane
 from tui.panes.chat import ChatPane
@@ -73,7 +74,8 @@ class WorkbenchApp(App[int]):
     TITLE = "mlx-workbench"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS = [
-        *[Binding(f"f{i},alt+{i}", f"show_pane('{pane}')", title, id=f"pane-{pane}", show=False, key_display=f"f{i}")
+        *[Binding(f"f{i},alt+{i}", f"show_pane('{pane}')", f"Go to {title}", id=f"pane-{pane}", show=False,
+                  key_display=f"f{i}")
           for i, (pane, title) in enumerate(PANES, 1)],
         # ? is typed into text fields (the chat has only those): f10 opens the help from anywhere.
         Binding("question_mark,f10", "help", "Help", id="app-help", key_display="?"),
@@ -307,7 +309,7 @@ class WorkbenchApp(App[int]):
                             severity="error")
                 return
             wait = snap.seconds_to_half_open if snap is not None else None
-            when = f"in {wait:.0f} s" if wait is not None else "after its reset timeout"
+            when = f"in {duration(wait)}" if wait is not None else "after its reset timeout"
             self.notify(f"breaker of {name} tripped (open): requests skip it; it lets one probe through (half-open) "
                         f"{when}, or press r to reset it now")
             self.broadcast(messages.BreakersChanged)
