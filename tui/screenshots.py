@@ -31,8 +31,8 @@ def fixed_config(base: Path, models_dir: Path | None) -> AppConfig:
 def seed_store(store: object) -> None:
     """Rules, backends (unreachable on purpose: nothing is called) and a request log."""
     # A long reset timeout: a tripped breaker's countdown reads the same whenever the scene is taken.
-    store.save_backend(BackendRecord("openai", "openai", "http://127.0.0.1:9/v1", {"fail_max": 3, "reset_timeout": 7200},
-                                     created_at=FIXED_NOW))
+    store.save_backend(BackendRecord("openai", "openai", "http://127.0.0.1:9/v1",
+                                     {"fail_max": 3, "reset_timeout": 7200}, created_at=FIXED_NOW))
     store.save_backend(BackendRecord("anthropic", "anthropic", "http://127.0.0.1:9", {"reset_timeout": 7200},
                                      created_at=FIXED_NOW))
     store.add_rule(Rule("gpt-*", "openai", fallbacks=[Step("anthropic", "claude-sonnet-4"), Step("local", "demo")],
