@@ -19,6 +19,7 @@ def binding_groups() -> list[tuple[str, list[Binding], list[tuple[str, str]]]]:
     from tui.panes.rules import RulesPane
     from tui.screens.conversations import ConversationPicker
     from tui.screens.dialogs import Confirm, RuleForm
+    from tui.screens.help import HelpScreen
     from tui.widgets.backend_card import BackendCard
     from tui.widgets.prompt import PromptArea
 
@@ -35,7 +36,7 @@ def binding_groups() -> list[tuple[str, list[Binding], list[tuple[str, str]]]]:
         ("Health (on a backend card)", own(HealthPane) + own(BackendCard), []),
         ("Requests", own(RequestsPane), RequestsPane.HELP_ROWS),
         (ConversationPicker.HELP_TITLE, own(ConversationPicker), ConversationPicker.HELP_ROWS),
-        ("Dialogs", own(RuleForm) + own(Confirm), []),
+        ("Dialogs", own(RuleForm) + own(Confirm) + own(HelpScreen), []),
     ]
 
 

@@ -130,3 +130,9 @@ async def test_every_empty_pane_says_what_to_do_first(tmp_path: Path, tmp_path_f
         for pane, words in expected.items():
             app.action_show_pane(pane)
             await wait_for(pilot, lambda words=words: words in screen_text(app), timeout=10)
+
+
+def test_docs_name_every_binding_id() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "tui.md").read_text()
+    missing = sorted(i for i in binding_ids() if f"`{i}`" not in docs)
+    assert missing == [], f"docs/tui.md does not list these binding ids: {missing}"

@@ -40,7 +40,7 @@ def matches(c: Conversation, needle: str) -> bool:
 
 class ConversationPicker(Dialog):
     HELP_TITLE = "Saved conversations (ctrl+o in Chat)"
-    HELP_ROWS = [("type", "filter by title or model"), ("up / down", "choose"), ("enter", "open")]
+    HELP_ROWS = [("type", "filter by title or model"), ("enter", "open the chosen one")]
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Close", id="conversations-close"),
         Binding("ctrl+r", "rename", "Rename", id="conversations-rename"),
