@@ -305,3 +305,53 @@ async def test_quitting_mid_answer_keeps_what_arrived_marked_unfinished(tmp_path
     assert conv.messages[0]["content"] == "alpha beta gamma"
     assert conv.messages[1]["state"] in ("unfinished", "stopped")
     store.close()
+
+
+def test_kill_9_mid_answer_keeps_the_question_and_the_partial_answer(tmp_path: Path, tiny_models_dir: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = subprocess.Popen([sys.executable, "-m", "tests.tui.crash_driver", str(tmp_path), str(tiny_models_dir)],
+                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "STREAMING"
+        database = tmp_path / "data" / "workbench.db"
+        store = Store.open(database)
+        deadline = time.monotonic() + 60
+        while True:
+            convs = store.list_conversations()
+            if convs and len(convs[0].messages) == 2 and convs[0].messages[1]["content"]:
+                break
+            assert time.monotonic() < deadline, "no partial answer was written while streaming"
+            assert child.poll() is None, "the app ended before it was killed"
+            time.sleep(0.1)
+        store.close()
+        assert child.poll() is None, "the answer ended before the kill"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    store = Store.open(database)
+    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    [conv] = store.list_conversations()
+    question, answer = conv.messages
+    assert question == {"role": "user", "content": "alpha beta gamma"}
+    assert answer["role"] == "assistant" and answer["content"] and answer["state"] == "unfinished"
+    store.close()
+
+
+async def test_a_reopened_unfinished_answer_says_so(tmp_path: Path, tiny_models_dir: Path) -> None:
+    app = make_app(tmp_path, tiny_models_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        conv = app.workbench.store.save_conversation(Conversation(title="t", model="tiny-llama-mlx", messages=[
+            {"role": "user", "content": "q"}, {"role": "assistant", "content": "part of an", "state": "unfinished"}]))
+        await app.query_one(ChatPane).open_conversation(conv.id)
+        await wait_for(pilot, lambda: "the app stopped before this answer ended" in screen_text(app), timeout=5)
+        # What the model said so far is context for the next question.
+        assert [m.content for m in app.query_one(ChatPane).session.context()] == ["q", "part of an"]
