@@ -240,10 +240,12 @@ class ChatPane(Pane):
         self.show_route()
         self._show_empty_hint()
 
-    @on(messages.ModelsChanged)
     @on(messages.ConfigChanged)
     def names_may_have_changed(self) -> None:
+        # Rules, backends, or the list of local models (a rescan) changed.
         self.load_names()
+
+
 
     @on(messages.BreakersChanged)
     def breakers_changed(self) -> None:
