@@ -187,10 +187,11 @@ async def test_requests_pane_adds_each_finished_request_and_keeps_a_cancelled_ro
         await wait_for(pilot, lambda: pane.loaded, timeout=5)
         assert "No requests yet" in screen_text(app)
         # A request stopped mid-answer whose log has no attempt list still shows who answered.
-        record = RequestRecord("tui", "canonical", "m", None, [], "local", "tiny-llama-mlx", status="cancelled",
-                               at=1.0, request_id="abc")
+        failed = {"backend": "openai", "model": "gpt-4o", "outcome": "unavailable", "latency_s": 0.1, "error": "503"}
+        record = RequestRecord("tui", "canonical", "m", None, [failed], "local", "tiny-llama-mlx",
+                               status="cancelled", at=1.0, request_id="abc")
         pane.post_message(messages.RequestLogged(record))
-        await wait_for(pilot, lambda: "local:cancelled" in screen_text(app), timeout=5)
+        await wait_for(pilot, lambda: "openai:unavailable → local:cancelled" in screen_text(app), timeout=5)
         request = ChatRequest(model="tiny-llama-mlx", messages=[Message("user", "hi")], max_tokens=2)
         await collect(app.workbench.router.route(request))
         table = app.query_one("#requests-table", FitTable)
