@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -28,6 +27,7 @@ from router.events import (
     BreakerChanged,
     RequestFinished,
     RequestProgress,
+    RequestStatus,
     RulesChanged,
 )
 from tui import messages
@@ -83,10 +83,9 @@ class WorkbenchApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", id="app-quit", priority=True, show=False),
     ]
 
-    def __init__(self, config: AppConfig, workbench: Any = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: AppConfig, workbench: Any = None) -> None:
         super().__init__()
         self.config = config
-        self.clock = clock
         self._own_workbench = workbench is None
         if workbench is None:
             from router.workbench import Workbench
@@ -162,15 +161,16 @@ class WorkbenchApp(App[int]):
         sub = self.workbench.events.subscribe(maxsize=512)
         try:
             async for event in sub:
-                self.on_router_event(event)
+                try:
+                    self.on_router_event(event)
+                except DB_ERRORS as exc:
+                    # The events keep coming: one that could not be shown must not stop the rest.
+                    self._db_trouble_once(exc)
         finally:
             sub.close()
 
     def on_router_event(self, event: Any) -> None:
-        from router import events as router_events
-
-        status_cls = getattr(router_events, "RequestStatus", None)
-        if status_cls is not None and isinstance(event, status_cls):
+        if isinstance(event, RequestStatus):
             self.broadcast(lambda: messages.RequestStatus(event.request_id, event.backend, event.text))
             if event.backend == "local":
                 self.broadcast(messages.ModelsChanged)

@@ -93,7 +93,7 @@ def fixed_app(base: Path, models_dir: Path | None):
 
     os.environ["TZ"] = "UTC"
     time.tzset()
-    app = WorkbenchApp(fixed_config(base, models_dir), clock=lambda: FIXED_NOW)
+    app = WorkbenchApp(fixed_config(base, models_dir))
     seed_store(app.workbench.store)
     return app
 
