@@ -16,7 +16,7 @@ from typing import Any
 from engine.config import EngineConfig
 from router.config import AppConfig
 from router.rules import Rule, Step
-from router.store import BackendRecord, Conversation, RequestRecord
+from router.store import BackendRecord, Conversation, RequestRecord, Store
 
 FIXED_NOW = 1795000000.0  # a fixed clock: 2026-11-18 10:13:20 UTC
 PANES = ("chat", "models", "rules", "health", "requests")
@@ -28,7 +28,7 @@ def fixed_config(base: Path, models_dir: Path | None) -> AppConfig:
     return AppConfig(engine=engine, listener_port=8765)
 
 
-def seed_store(store: object) -> None:
+def seed_store(store: Store) -> None:
     """Rules, backends (unreachable on purpose: nothing is called) and a request log."""
     # A long reset timeout: a tripped breaker's countdown reads the same whenever the scene is taken.
     store.save_backend(BackendRecord("openai", "openai", "http://127.0.0.1:9/v1",

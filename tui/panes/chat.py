@@ -62,7 +62,7 @@ def chat_request(**kw: Any) -> ChatRequest:
     """A ChatRequest from the TUI: the local user may name a model file by its path, and a person
     waiting at the screen goes before batch traffic (set where the engine has these fields)."""
     known = {f.name for f in dataclasses.fields(ChatRequest)}
-    extra = {"allow_model_paths": True, "priority": "high"}
+    extra: dict[str, Any] = {"allow_model_paths": True, "priority": "high"}
     return ChatRequest(**kw, **{k: v for k, v in extra.items() if k in known})
 
 

@@ -47,8 +47,6 @@ def cells(r: Any) -> tuple[str, ...]:
 class RequestsPane(Pane):
     HELP_TITLE = "Requests"
     HELP_ROWS = [("up / down", "select a request: its route trace shows below")]
-    BINDINGS: list = []
-
     DEFAULT_CSS = """
     RequestsPane #requests-table { height: 1fr; }
     RequestsPane #trace { height: auto; min-height: 3; padding: 0 1; background: $boost; }
@@ -101,7 +99,7 @@ class RequestsPane(Pane):
 
     @on(DataTable.RowHighlighted)
     def show_trace(self, event: DataTable.RowHighlighted) -> None:
-        r = self.records.get(event.row_key.value) if event.row_key else None
+        r = self.records.get(event.row_key.value or "") if event.row_key else None
         if r is None:
             return
         lines = [f"request {r.request_id} · {r.front_end}/{r.protocol} · model {r.model} · {r.status}"
