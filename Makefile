@@ -1,12 +1,12 @@
 # `make run` sets everything up on a fresh machine, then opens the workbench on the demo model.
-# `make test` sets up the test environment and runs the whole suite.
+# `make test` sets up the test environment and runs the whole suite; `make lint`: ruff and mypy.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: run test setup setup-test demo screenshots bench lint clean
+.PHONY: run test setup setup-test demo openblas screenshots bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,32 @@ setup-test: $(TSTAMP)
 demo: $(STAMP)
 	$(BIN)/mlx-workbench models fetch-demo
 
-run: setup demo
+# MLX's CPU build on Linux is ~20x faster at prefill with the system OpenBLAS (DESIGN.md). It is
+# installed when this user may (root, or sudo without a password); otherwise the app says at start
+# which command installs it.
+openblas:
+	@if [ "$$(uname -s)" = Linux ] && command -v apt-get >/dev/null \
+	    && ! PATH="$$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null | grep -q libopenblas.so.0; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=no; fi; \
+	  if [ "$$SUDO" = no ]; then \
+	    echo "note: no system OpenBLAS (local models ~20x slower). Fix: sudo apt-get install libopenblas0-pthread"; \
+	  else \
+	    echo "installing the system OpenBLAS (libopenblas0-pthread)"; \
+	    { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq libopenblas0-pthread >/dev/null; } \
+	      || echo "note: installing OpenBLAS failed; local models will be ~20x slower"; \
+	  fi; \
+	fi
+
+run: setup openblas demo
 	$(BIN)/mlx-workbench
+
+# ruff (rules and formatting) and mypy, configured in pyproject.toml; import-linter for the layers.
+lint: setup-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: setup-test demo
 	$(BIN)/lint-imports

@@ -25,9 +25,13 @@ class RequestStarted:
 
 @dataclass
 class RequestProgress:
+    """At most every 0.25 s while an answer streams. Chunks, not tokens: a backend says how many
+    tokens it produced only at the end (RequestFinished.record.tokens_out)."""
+
     request_id: str
     backend: str
-    tokens: int
+    chunks: int
+    chars: int
     at: float = field(default_factory=time.time)
 
 
@@ -44,14 +48,26 @@ class RequestStatus:
 @dataclass
 class RequestFinished:
     request_id: str
-    status: str  # ok | error | cancelled
+    status: str  # ok | client_gone | upstream_error | rejected | unavailable | error (router/router.py)
     record: Any  # router.store.RequestRecord
     at: float = field(default_factory=time.time)
 
 
 @dataclass
 class BreakerChanged:
+    """A backend's breaker moved (closed / open / half-open), in this process or in another one on
+    the same database (seen at this process's next look at that breaker)."""
+
     event: BreakerEvent
+
+
+@dataclass
+class CloudRoutingChanged:
+    """The cloud routing switch as this process now follows it: published once when the router
+    first reads the settings, then on every change (made here or by another process)."""
+
+    enabled: bool
+    at: float = field(default_factory=time.time)
 
 
 @dataclass

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Collection, Mapping
 
 REGEX_PREFIX = "re:"
+LOCAL_BACKEND = "local"
+CLOUD_OFF = "cloud routing is off"
 _GLOB_CHARS = set("*?[")
 
 
@@ -188,7 +190,9 @@ class Explanation:
 
 
 def explain(rules: list[Rule], model: str, default_backend: str,
-            breaker_states: Mapping[str, str]) -> Explanation:
+            breaker_states: Mapping[str, str], *, cloud_routing: bool = True) -> Explanation:
+    """The winning rule and the attempt chain. With cloud routing off, every step on a backend other
+    than the local engine is skipped (CLOUD_OFF): no prompt leaves the machine."""
     winner = match(rules, model)
     beaten: list[tuple[Rule, str]] = []
     for r in order(rules):
@@ -201,6 +205,8 @@ def explain(rules: list[Rule], model: str, default_backend: str,
         state = breaker_states.get(s.backend)
         if state is None:
             chain.append(ChainStep(s.backend, s.model or model, "missing", True, "no such backend"))
+        elif not cloud_routing and s.backend != LOCAL_BACKEND:
+            chain.append(ChainStep(s.backend, s.model or model, state, True, CLOUD_OFF))
         elif state == "open":
             chain.append(ChainStep(s.backend, s.model or model, state, True, "breaker open"))
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 SERVICE = "mlx-workbench"
 _WELL_KNOWN = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "listener": "MLXWB_LISTENER_KEY"}
@@ -76,7 +76,7 @@ class Secrets:
             return None
 
     def source(self, name: str) -> str | None:
-        """"env", "keyring" or None — never the key."""
+        """ "env", "keyring" or None — never the key."""
         if self._from_env(name):
             return "env"
         try:

@@ -1,28 +1,45 @@
 """SQLite storage through sqlite-utils: backends, rules, settings, request log, conversations.
 
 One file, WAL, mode 0600, schema version in PRAGMA user_version. API keys are never stored here.
-The connection is bound to the thread that opened it: use a Store from the event-loop thread only
-(a thread that needs the DB opens its own Store on the same file).
+A Store's connection is bound to the thread that opened it (the event loop's). Writes that must
+not hold the loop (the request log, chat turns) go through `store.writer`: one thread with its
+own connection (router/writer.py). Every write is a BEGIN IMMEDIATE transaction under one retry
+policy, and every SQLite error comes out as a `StoreError` in the user's terms (router/database.py).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
 import json
 import os
-import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, TypeVar
 
+from router.database import (
+    RetryPolicy,
+    StoreBusyError,
+    StoreDamagedError,
+    StoreError,
+    StoreFullError,
+    StoreIOError,
+    StoreReadOnlyError,
+    connect,
+    is_damage,
+    write,
+)
 from router.rules import Rule, Step
+from router.writer import WriteFailed, Writer
 
-SCHEMA_VERSION = 1
+__all__ = ["BackendRecord", "Conversation", "RequestRecord", "RetryPolicy", "Store", "StoreBusyError",
+           "StoreDamagedError", "StoreError", "StoreFullError", "StoreIOError", "StoreReadOnlyError",
+           "WriteFailed", "Writer"]
+
+T = TypeVar("T")
 _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "token", "authorization")
-
-
-class StoreError(RuntimeError):
-    """The database cannot be used; the message says why and what to do. The file is untouched."""
 
 
 @dataclass
@@ -87,8 +104,25 @@ def _v1(db: Any) -> None:
                                 "created_at": float, "updated_at": float}, pk="id")
 
 
-# Migrations in order; MIGRATIONS[i] brings user_version i to i + 1.
-MIGRATIONS: list[Callable[[Any], None]] = [_v1]
+def _v2_cloud_switch_and_breakers(db: Any) -> None:
+    """Breaker state shared by every process on this file, and the cloud routing switch.
+
+    The switch is off for a new database. One that was already in use (it holds backends, rules,
+    settings, conversations or logged requests) keeps cloud routing on: an upgrade must not change
+    where prompts go."""
+    db["breakers"].create({"backend": str, "state": str, "failures": int, "opened_at": float,
+                           "last_error": str, "last_error_at": float, "updated_at": float}, pk="backend")
+    used = any(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()
+               for t in ("backends", "rules", "settings", "conversations", "request_log"))
+    if used:
+        db.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('cloud_routing', 'true')")
+
+
+# Migrations in order; MIGRATIONS[i] brings user_version i to i + 1. Adding one is one function
+# and one list entry: they run in one BEGIN IMMEDIATE transaction, so two processes opening an
+# old (or empty) file at once cannot both apply them.
+MIGRATIONS: list[Callable[[Any], None]] = [_v1, _v2_cloud_switch_and_breakers]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _secret_keys(settings: dict[str, Any], prefix: str = "") -> list[str]:
@@ -109,100 +143,195 @@ def _chmod_private(path: Path) -> None:
             os.chmod(p, 0o600)
 
 
+def _prepare_location(path: Path) -> None:
+    """The folder exists and the file is a private regular file, or a clear StoreError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder for the database {path}: {exc.strerror or exc}") from None
+    if path.exists() and not path.is_file():
+        raise StoreError(f"the database path {path} is not a file")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreReadOnlyError(f"the database {path} is not readable and writable by this user; "
+                                 "nothing was changed")
+    if not path.exists():
+        # Created private before SQLite opens it: SQLite gives -wal/-shm the main file's mode,
+        # and there is no window in which the file is world-readable under a lax umask.
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StoreReadOnlyError(f"cannot create the database {path}: {exc.strerror or exc} "
+                                     f"(is the folder {path.parent} writable?)") from None
+
+
+def _damage(conn: Any) -> str | None:
+    """Why the file is not a healthy database ("file is not a database", a failed quick_check),
+    or None. Any other error (locked, unreadable, missing companions) is raised, not "damage"."""
+    import sqlite3
+
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            return str(exc)
+        raise
+    if rows != [("ok",)]:
+        return "quick_check: " + "; ".join(str(r[0]) for r in rows[:3])
+    return None
+
+
+def _move_aside(path: Path, why: str) -> str:
+    """Rename the damaged file (and its -wal/-shm) out of the way; the notice that says where."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+    try:
+        path.rename(aside)
+    except FileNotFoundError:
+        return f"the database {path} was damaged ({why}); another mlx-workbench process moved it aside"
+    except OSError as exc:
+        raise StoreDamagedError(
+            f"the database {path} is damaged ({why}) and could not be moved aside ({exc.strerror or exc}); "
+            "move or delete it yourself. Nothing was changed") from None
+    for suffix in ("-wal", "-shm"):
+        extra = Path(f"{path}{suffix}")
+        try:
+            extra.rename(Path(f"{aside}{suffix}"))
+        except FileNotFoundError:
+            pass  # no companion: nothing to take along
+        except OSError as exc:
+            raise StoreDamagedError(f"the damaged database {path} was moved to {aside}, but {extra} could not "
+                                    f"follow it ({exc.strerror or exc}); move it yourself") from None
+    return f"the database {path} was damaged ({why}); it was moved aside to {aside} and a fresh one was created"
+
+
 class Store:
     def __init__(self, db: Any, path: Path, *, log_prompts: bool = False, max_rows: int = 10000,
-                 max_age_days: float = 30.0) -> None:
+                 max_age_days: float = 30.0, policy: RetryPolicy | None = None) -> None:
         self.db = db
         self.path = path
         self.notices: list[str] = []
         self.log_prompts = log_prompts
         self.max_rows = max_rows
         self.max_age_days = max_age_days
+        self.policy = policy or RetryPolicy()
         self._own_writes = 0
         self._inserts = 0
         self._seen_data_version: int | None = None
         self._config_version = 0
+        self._writer: Writer[Store] | None = None
 
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: str | Path, **kw: Any) -> "Store":
-        import sqlite_utils
-
+    def open(cls, path: str | Path, *, policy: RetryPolicy | None = None, **kw: Any) -> Store:
+        """Open (creating, checking and migrating) the database. Raises StoreError, never moves a
+        healthy file: only damage found here moves it aside, with a notice in `store.notices`."""
         path = Path(path).expanduser()
+        policy = policy or RetryPolicy()
+        _prepare_location(path)
         notices: list[str] = []
+        check = connect(path, policy, read_only=True)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the folder for the database {path}: {exc.strerror or exc}") from None
-        if path.exists() and not path.is_file():
-            raise StoreError(f"the database path {path} is not a file")
-        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-            raise StoreError(f"the database {path} is not readable and writable by this user")
-        version = cls._peek_version(path)
-        if version == "corrupt":
-            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            path.replace(aside)
-            for suffix in ("-wal", "-shm"):
-                extra = Path(f"{path}{suffix}")
-                if extra.exists():
-                    extra.replace(Path(f"{aside}{suffix}"))
-            notices.append(f"the database {path} was damaged or not SQLite; it was moved aside to {aside} "
-                           "and a fresh one was created")
-            version = 0
-        if isinstance(version, int) and version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the database {path} was written by a newer mlx-workbench (schema {version}, this one knows "
-                f"{SCHEMA_VERSION}); upgrade mlx-workbench or point MLXWB_DB at another file. It was not changed."
-            )
+            why = policy.run(lambda: _damage(check), path, "read the database")
+        finally:
+            check.close()
+        if why is not None:
+            notices.append(_move_aside(path, why))
+            _prepare_location(path)
+        store = cls._over(connect(path, policy), path, policy=policy, **kw)
+        store.notices = notices
         try:
-            if not path.exists():
-                # Created private before SQLite opens it: SQLite gives -wal/-shm the main file's mode,
-                # and there is no window in which the file is world-readable under a lax umask.
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            conn = sqlite3.connect(str(path))
-            db = sqlite_utils.Database(conn)
-            db.enable_wal()
-            db.execute("PRAGMA busy_timeout = 5000")
-            store = cls(db, path, **kw)
-            store.notices = notices
-            store._migrate(int(version))
-        except (sqlite3.OperationalError, OSError) as exc:
-            raise StoreError(f"cannot open the database {path}: {exc}") from None
-        _chmod_private(path)
-        store._config_version = store._read_config_version()
+            store._set_up()
+            _chmod_private(path)
+            store._config_version = store._read_config_version()
+        except BaseException:
+            store.close()
+            raise
         return store
 
-    @staticmethod
-    def _peek_version(path: Path) -> int | str:
-        """user_version without writing anything; "corrupt" if the file is not a healthy SQLite DB."""
-        if not path.exists() or path.stat().st_size == 0:
-            return 0
-        try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                ok = conn.execute("PRAGMA quick_check").fetchone()[0]
-            finally:
-                conn.close()
-        except sqlite3.DatabaseError:
-            return "corrupt"
-        return version if ok == "ok" else "corrupt"
+    @classmethod
+    def attach(cls, path: str | Path, *, policy: RetryPolicy | None = None, **kw: Any) -> Store:
+        """A second connection (another thread's) to a database that `open` has already set up."""
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"the database {path} is gone (moved or deleted while mlx-workbench was running)")
+        policy = policy or RetryPolicy()
+        return cls._over(connect(path, policy), path, policy=policy, **kw)
 
-    def _migrate(self, version: int) -> None:
-        while version < SCHEMA_VERSION:
-            with self.db.atomic():
-                MIGRATIONS[version](self.db)
-                version += 1
-                self.db.execute(f"PRAGMA user_version = {version}")
+    @classmethod
+    def _over(cls, conn: Any, path: Path, **kw: Any) -> Store:
+        import sqlite_utils
+
+        return cls(sqlite_utils.Database(conn), path, **kw)
+
+    def _set_up(self) -> None:
+        version = self._read("read the database", lambda: self._user_version())
+        self._refuse_newer(version)
+        mode = self._read("switch the database to WAL",
+                          lambda: self.db.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        if str(mode).lower() != "wal":
+            raise StoreError(f"the database {self.path} cannot use WAL mode (journal mode stays {mode})")
+        if version < SCHEMA_VERSION:
+            self.write(self._migrate, what="set up the database")
+
+    def _user_version(self) -> int:
+        return int(self.db.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database {self.path} was written by a newer mlx-workbench (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade mlx-workbench or point MLXWB_DB at another file. It was not changed."
+            )
+
+    def _migrate(self, db: Any) -> None:
+        # Read again under the write lock: another process may have migrated since we looked.
+        version = self._user_version()
+        self._refuse_newer(version)
+        for step in MIGRATIONS[version:SCHEMA_VERSION]:
+            step(db)
+        if version < SCHEMA_VERSION:
+            db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close(timeout=self.policy.busy_timeout_s * self.policy.attempts + 5)
         self.db.close()
+
+    # ------------------------------------------------------------ reading and writing
+
+    def write(self, fn: Callable[[Any], T], *, what: str = "save the change") -> T:
+        """`fn(db)` in one BEGIN IMMEDIATE transaction under the retry policy (so it may run again
+        after a lock timeout). SQLite errors come out as StoreError; `what` words the message."""
+        return self.policy.run(lambda: write(self.db.conn, lambda: fn(self.db)), self.path, what)
+
+    def _read(self, what: str, fn: Callable[[], T]) -> T:
+        return self.policy.run(fn, self.path, what)
+
+    @property
+    def writer(self) -> Writer[Store]:
+        """This store's single writer thread (started on first use, stopped by close())."""
+        if self._writer is None:
+            opts: dict[str, Any] = {"log_prompts": self.log_prompts, "max_rows": self.max_rows,
+                                    "max_age_days": self.max_age_days}
+            path, policy, attach = self.path, self.policy, type(self).attach
+            self._writer = Writer(lambda: attach(path, policy=policy, **opts), name=f"store-writer {path.name}")
+        return self._writer
+
+    def _written(self) -> None:
+        """Read-your-writes: before reading what the writer writes, let it finish what we gave it."""
+        if self._writer is not None and self._writer.pending:
+            self._writer.flush(self.policy.busy_timeout_s)
 
     # ------------------------------------------------------------ change detection
 
     def _read_config_version(self) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'config_version'").fetchone()
+        row = self._read("read the database",
+                         lambda: self.db.execute("SELECT value FROM meta WHERE key = 'config_version'").fetchone())
         return int(row[0]) if row else 0
 
     def _bump(self) -> None:
@@ -212,10 +341,10 @@ class Store:
 
     def change_token(self) -> tuple[int, int]:
         """Cheap: one PRAGMA, plus one tiny read only when some connection has committed."""
-        dv = self.db.execute("PRAGMA data_version").fetchone()[0]
+        dv = self._read("read the database", lambda: self.db.execute("PRAGMA data_version").fetchone()[0])
         if dv != self._seen_data_version:
-            self._seen_data_version = dv
             self._config_version = self._read_config_version()
+            self._seen_data_version = dv
         return (self._config_version, self._own_writes)
 
     # ------------------------------------------------------------ backends
@@ -227,10 +356,11 @@ class Store:
                              created_at=row["created_at"])
 
     def list_backends(self) -> list[BackendRecord]:
-        return [self._backend(r) for r in self.db["backends"].rows_where(order_by="name")]
+        return self._read("read the backends",
+                          lambda: [self._backend(r) for r in self.db["backends"].rows_where(order_by="name")])
 
     def get_backend(self, name: str) -> BackendRecord | None:
-        rows = list(self.db["backends"].rows_where("name = ?", [name]))
+        rows = self._read("read the backends", lambda: list(self.db["backends"].rows_where("name = ?", [name])))
         return self._backend(rows[0]) if rows else None
 
     def save_backend(self, rec: BackendRecord) -> BackendRecord:
@@ -240,19 +370,24 @@ class Store:
         if rec.name == "local":
             raise ValueError("'local' is the built-in MLX engine; choose another name")
         rec.created_at = rec.created_at or time.time()
-        with self.db.atomic():
-            self.db["backends"].upsert({"name": rec.name, "kind": rec.kind, "base_url": rec.base_url,
-                                        "settings": json.dumps(rec.settings), "enabled": int(rec.enabled),
-                                        "created_at": rec.created_at}, pk="name")
+        row = {"name": rec.name, "kind": rec.kind, "base_url": rec.base_url, "settings": json.dumps(rec.settings),
+               "enabled": int(rec.enabled), "created_at": rec.created_at}
+
+        def save(db: Any) -> None:
+            db["backends"].upsert(row, pk="name")
             self._bump()
+
+        self.write(save, what=f"save the backend {rec.name!r}")
         return rec
 
     def delete_backend(self, name: str) -> bool:
-        with self.db.atomic():
-            n = self.db.execute("DELETE FROM backends WHERE name = ?", [name]).rowcount
+        def delete(db: Any) -> int:
+            n = db.execute("DELETE FROM backends WHERE name = ?", [name]).rowcount
             if n:
                 self._bump()
-        return bool(n)
+            return int(n)
+
+        return bool(self.write(delete, what=f"delete the backend {name!r}"))
 
     # ------------------------------------------------------------ rules
 
@@ -271,65 +406,132 @@ class Store:
                 "updated_at": rule.updated_at}
 
     def list_rules(self) -> list[Rule]:
-        return [self._rule(r) for r in self.db["rules"].rows_where(order_by="id")]
+        return self._read("read the rules", lambda: [self._rule(r) for r in self.db["rules"].rows_where(order_by="id")])
 
     def get_rule(self, rule_id: int) -> Rule | None:
-        rows = list(self.db["rules"].rows_where("id = ?", [rule_id]))
+        rows = self._read("read the rules", lambda: list(self.db["rules"].rows_where("id = ?", [rule_id])))
         return self._rule(rows[0]) if rows else None
 
     def add_rule(self, rule: Rule) -> Rule:
         now = time.time()
         rule.created_at, rule.updated_at = now, now
-        with self.db.atomic():
-            rule.id = self.db["rules"].insert(self._rule_row(rule)).last_pk
+
+        def add(db: Any) -> int:
+            pk = db["rules"].insert(self._rule_row(rule)).last_pk
             self._bump()
+            return int(pk)
+
+        rule.id = self.write(add, what=f"save the rule {rule.pattern!r}")
         return rule
 
     def update_rule(self, rule: Rule) -> Rule:
-        if rule.id is None or self.get_rule(rule.id) is None:
-            raise KeyError(f"no rule with id {rule.id}")
         rule.updated_at = time.time()
-        with self.db.atomic():
-            self.db["rules"].update(rule.id, self._rule_row(rule))
+
+        def update(db: Any) -> None:
+            if rule.id is None or db.execute("SELECT 1 FROM rules WHERE id = ?", [rule.id]).fetchone() is None:
+                raise KeyError(f"no rule with id {rule.id}")
+            db["rules"].update(rule.id, self._rule_row(rule))
             self._bump()
+
+        self.write(update, what=f"save the rule {rule.pattern!r}")
         return rule
 
     def delete_rule(self, rule_id: int) -> bool:
-        with self.db.atomic():
-            n = self.db.execute("DELETE FROM rules WHERE id = ?", [rule_id]).rowcount
+        def delete(db: Any) -> int:
+            n = db.execute("DELETE FROM rules WHERE id = ?", [rule_id]).rowcount
             if n:
                 self._bump()
-        return bool(n)
+            return int(n)
+
+        return bool(self.write(delete, what=f"delete the rule #{rule_id}"))
 
     # ------------------------------------------------------------ settings
 
     def get_setting(self, key: str, default: Any = None) -> Any:
-        row = self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        row = self._read("read the settings",
+                         lambda: self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone())
         return json.loads(row[0]) if row else default
 
     def set_setting(self, key: str, value: Any) -> None:
-        with self.db.atomic():
-            self.db["settings"].upsert({"key": key, "value": json.dumps(value)}, pk="key")
+        def save(db: Any) -> None:
+            db["settings"].upsert({"key": key, "value": json.dumps(value)}, pk="key")
             self._bump()
+
+        self.write(save, what=f"save the setting {key!r}")
+
+    # ------------------------------------------------------------ cloud switch and shared breakers
+
+    def cloud_routing(self) -> bool:
+        """Whether cloud backends may be used (off for a new database)."""
+        return bool(self.get_setting("cloud_routing", False))
+
+    def set_cloud_routing(self, on: bool) -> None:
+        self.set_setting("cloud_routing", bool(on))
+
+    def breaker_rows(self) -> dict[str, dict[str, Any]]:
+        """Every backend's shared breaker state: {name: {state, failures, opened_at, last_error, ...}}."""
+        return {r["backend"]: r for r in self.db["breakers"].rows}
+
+    def breaker_version(self) -> int:
+        """Changes whenever any connection committed anything (cheap: one PRAGMA)."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def save_breaker(self, backend: str, **values: Any) -> None:
+        """Write only the given fields of one backend's breaker row (no change-token bump: breaker
+        moves must not make every process reload rules and rebuild backends)."""
+        def save(db: Any) -> None:
+            db["breakers"].upsert({"backend": backend, **values, "updated_at": time.time()}, pk="backend")
+
+        self.write(save, what=f"save the breaker state of {backend!r}")
+
+    def add_breaker_failure(self, backend: str, error: str | None) -> int:
+        """Count one failure atomically (two processes failing at once both count); the new count."""
+        now = time.time()
+
+        def count(db: Any) -> Any:
+            db.execute(
+                "INSERT INTO breakers (backend, state, failures, last_error, last_error_at, updated_at) "
+                "VALUES (?, 'closed', 1, ?, ?, ?) ON CONFLICT(backend) DO UPDATE SET failures = failures + 1, "
+                "last_error = excluded.last_error, last_error_at = excluded.last_error_at, "
+                "updated_at = excluded.updated_at", [backend, error, now, now])
+            return db.execute("SELECT failures FROM breakers WHERE backend = ?", [backend]).fetchone()
+
+        row = self.write(count, what=f"count a failure of {backend!r}")
+        return int(row[0])
 
     # ------------------------------------------------------------ request log
 
     def log_request(self, rec: RequestRecord) -> int:
+        """Write one request-log row now, on this thread. The router uses `log_request_later`."""
         rec.at = rec.at or time.time()
         row = {k: v for k, v in asdict(rec).items() if k != "id"}
         row["attempts"] = json.dumps(rec.attempts)
         if not self.log_prompts:
             row["prompt"] = None
-        with self.db.atomic():
-            rec.id = self.db["request_log"].insert(row).last_pk
+        rec.id = self.write(lambda db: int(db["request_log"].insert(row).last_pk), what="write the request log")
         self._inserts += 1
         if self._inserts % 100 == 0:
             self.prune()
         return rec.id
 
+    def log_request_later(self, rec: RequestRecord,
+                          on_failed: Callable[[WriteFailed], None] | None = None) -> concurrent.futures.Future[int]:
+        """Hand the row to the writer thread and return at once; never raises, never blocks.
+        A row that cannot be written is logged and reported to `on_failed` (on the caller's loop)."""
+        rec.at = rec.at or time.time()
+        row = replace(rec, attempts=copy.deepcopy(rec.attempts))
+
+        def log(store: Store) -> int:
+            rec.id = store.log_request(row)
+            return rec.id
+
+        return self.writer.submit(log, what="write the request log", detail=rec.request_id, on_failed=on_failed)
+
     def recent_requests(self, limit: int = 100, after_id: int | None = None) -> list[RequestRecord]:
+        self._written()
         where, args = ("id > ?", [after_id]) if after_id is not None else (None, [])
-        rows = self.db["request_log"].rows_where(where, args, order_by="id desc", limit=limit)
+        rows = self._read("read the request log", lambda: list(
+            self.db["request_log"].rows_where(where, args, order_by="id desc", limit=limit)))
         out = []
         for r in rows:
             r = dict(r)
@@ -339,13 +541,16 @@ class Store:
 
     def prune(self) -> int:
         cutoff = time.time() - self.max_age_days * 86400
-        with self.db.atomic():
-            n = self.db.execute("DELETE FROM request_log WHERE at < ?", [cutoff]).rowcount
-            n += self.db.execute(
+
+        def prune(db: Any) -> int:
+            n = db.execute("DELETE FROM request_log WHERE at < ?", [cutoff]).rowcount
+            n += db.execute(
                 "DELETE FROM request_log WHERE id <= (SELECT id FROM request_log ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 [self.max_rows],
             ).rowcount
-        return n
+            return int(n)
+
+        return self.write(prune, what="trim the request log")
 
     # ------------------------------------------------------------ conversations
 
@@ -355,11 +560,24 @@ class Store:
         conv.updated_at = now
         row = {"title": conv.title, "model": conv.model, "system_prompt": conv.system_prompt,
                "messages": json.dumps(conv.messages), "created_at": conv.created_at, "updated_at": now}
-        with self.db.atomic():
+
+        def save(db: Any) -> int:
             if conv.id is None:
-                conv.id = self.db["conversations"].insert(row).last_pk
-            else:
-                self.db["conversations"].upsert({"id": conv.id, **row}, pk="id")
+                return int(db["conversations"].insert(row).last_pk)
+            db["conversations"].upsert({"id": conv.id, **row}, pk="id")
+            return conv.id
+
+        conv.id = self.write(save, what=f"save the conversation {conv.title!r}")
+        return conv
+
+    async def asave_conversation(self, conv: Conversation) -> Conversation:
+        """save_conversation on the writer thread: the loop stays free. The messages are copied
+        now, so the caller may go on appending to them. Await the first save of a new
+        conversation before the next one: it assigns `conv.id`. Raises StoreError."""
+        snapshot = replace(conv, messages=copy.deepcopy(conv.messages))
+        saved = await self.writer.run(lambda store: store.save_conversation(snapshot),
+                                      what=f"save the conversation {conv.title!r}")
+        conv.id, conv.created_at, conv.updated_at = saved.id, saved.created_at, saved.updated_at
         return conv
 
     def _conversation(self, r: dict[str, Any]) -> Conversation:
@@ -368,13 +586,17 @@ class Store:
                             updated_at=r["updated_at"])
 
     def list_conversations(self, limit: int = 50) -> list[Conversation]:
-        return [self._conversation(r) for r in
-                self.db["conversations"].rows_where(order_by="updated_at desc", limit=limit)]
+        self._written()
+        rows = self._read("read the conversations", lambda: list(
+            self.db["conversations"].rows_where(order_by="updated_at desc", limit=limit)))
+        return [self._conversation(r) for r in rows]
 
     def get_conversation(self, conv_id: int) -> Conversation | None:
-        rows = list(self.db["conversations"].rows_where("id = ?", [conv_id]))
+        self._written()
+        rows = self._read("read the conversations",
+                          lambda: list(self.db["conversations"].rows_where("id = ?", [conv_id])))
         return self._conversation(rows[0]) if rows else None
 
     def delete_conversation(self, conv_id: int) -> bool:
-        with self.db.atomic():
-            return bool(self.db.execute("DELETE FROM conversations WHERE id = ?", [conv_id]).rowcount)
+        return bool(self.write(lambda db: db.execute("DELETE FROM conversations WHERE id = ?", [conv_id]).rowcount,
+                               what=f"delete the conversation #{conv_id}"))

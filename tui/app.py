@@ -97,8 +97,8 @@ class WorkbenchApp(App[int]):
         self.db = TuiDatabase(lambda: Store.open(config.database))
         self.listener: Any = None
         self.theme = config.theme
-        # The [keymap] config section (read defensively: older configs have none).
-        self.keymap, self.keymap_problems = check_keymap(getattr(config, "keymap", None), binding_ids())
+        # The [keymap] config section: the entries that name a binding are applied, the others said.
+        self.keymap, self.keymap_problems = check_keymap(config.keymap, binding_ids())
         self.status_state = StatusState()
         self._db_trouble: str | None = None
 
@@ -131,7 +131,7 @@ class WorkbenchApp(App[int]):
     def on_mount(self) -> None:
         if self.keymap:
             self.set_keymap(self.keymap)
-        for notice in [*self.workbench.store.notices, *self.keymap_problems]:
+        for notice in [*self.workbench.notices, *self.keymap_problems]:
             self.notify(notice, severity="warning", timeout=15)
         self.refresh_status()
         self.pump_events()

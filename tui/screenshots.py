@@ -30,6 +30,7 @@ def fixed_config(base: Path, models_dir: Path | None) -> AppConfig:
 
 def seed_store(store: Store) -> None:
     """Rules, backends (unreachable on purpose: nothing is called) and a request log."""
+    store.set_setting("cloud_routing", True)  # the screenshots show cloud routes in use
     # A long reset timeout: a tripped breaker's countdown reads the same whenever the scene is taken.
     store.save_backend(BackendRecord("openai", "openai", "http://127.0.0.1:9/v1",
                                      {"fail_max": 3, "reset_timeout": 7200}, created_at=FIXED_NOW))
@@ -94,6 +95,7 @@ def fixed_app(base: Path, models_dir: Path | None):
     os.environ["TZ"] = "UTC"
     time.tzset()
     app = WorkbenchApp(fixed_config(base, models_dir))
+    app.workbench.notices.clear()  # they depend on the machine (a missing OpenBLAS); the pictures must not
     seed_store(app.workbench.store)
     return app
 

@@ -5,12 +5,17 @@ Importing this package is cheap: httpx and the wire-format modules load when a b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, get_args
 
 if TYPE_CHECKING:
     from engine.cloud.base import CloudBackend, CloudConfig
+    from engine.cloud.breaker import BreakerStates
     from engine.types import BreakerEvent
 
+
+# The kinds of cloud backend (CloudConfig.kind), in the order a form lists them.
+CloudKind = Literal["openai", "anthropic", "openai-compatible"]
+KINDS: tuple[str, ...] = get_args(CloudKind)
 
 # The services' public endpoints: a backend of these kinds needs no base URL. An openai-compatible
 # server (Ollama, vLLM, LM Studio, another workbench) has no such default.
@@ -25,17 +30,19 @@ def make_cloud_backend(
     cfg: "CloudConfig",
     api_key: str | None,
     listeners: Iterable[Callable[["BreakerEvent"], None]] = (),
+    breaker_states: "BreakerStates | None" = None,
 ) -> "CloudBackend":
-    """Build the backend for `cfg.kind` ("openai", "openai-compatible" or "anthropic")."""
+    """Build the backend for `cfg.kind` ("openai", "openai-compatible" or "anthropic"); its breaker
+    keeps its shared state in `breaker_states` (default: this process's memory)."""
     backend: CloudBackend
     if cfg.kind == "anthropic":
         from engine.cloud.anthropic import AnthropicBackend
 
-        backend = AnthropicBackend(cfg, api_key)
+        backend = AnthropicBackend(cfg, api_key, breaker_states)
     elif cfg.kind in ("openai", "openai-compatible"):
         from engine.cloud.openai import OpenAIBackend
 
-        backend = OpenAIBackend(cfg, api_key)
+        backend = OpenAIBackend(cfg, api_key, breaker_states)
     else:
         raise ValueError(f"unknown cloud backend kind {cfg.kind!r}")
     for fn in listeners:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from engine.cloud.base import CloudBackend, CloudConfig, _Decoder
+from engine.cloud.base import CloudBackend, _Decoder
 from engine.types import ChatRequest, ChatResult, Chunk
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -34,9 +34,6 @@ class AnthropicBackend(CloudBackend):
     # 529: Anthropic "overloaded".
     extra_retry_statuses: ClassVar[frozenset[int]] = frozenset({529})
 
-    def __init__(self, cfg: CloudConfig, api_key: str | None) -> None:
-        super().__init__(cfg, api_key)
-
     def _endpoint(self) -> str:
         base = self.cfg.base_url.rstrip("/")
         return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
@@ -45,6 +42,15 @@ class AnthropicBackend(CloudBackend):
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
+        return headers
+
+    def _request_headers(self, request: ChatRequest) -> dict[str, str]:
+        from engine.protocol.anthropic import passthrough_headers
+
+        headers = passthrough_headers(request)
+        own = self.cfg.extra_headers.get("anthropic-beta")
+        if own and headers.get("anthropic-beta"):
+            headers["anthropic-beta"] = f"{own},{headers['anthropic-beta']}"
         return headers
 
     def _request_body(self, request: ChatRequest) -> dict[str, Any]:

@@ -4,16 +4,19 @@ Request life (`CloudBackend.stream`):
 
 1. The breaker admits the call or it fails fast with UnavailableError (attempts=0), without
    touching the network (see breaker.py for the half-open single probe and the outcome policy).
-2. POST through `RetryTransport(Retry(...))` wrapping a counting transport wrapping
-   `AsyncHTTPTransport`. Retried: connect errors, timeouts and a dropped connection before the
-   response headers, and statuses 429/500/502/503/504 (+529 for Anthropic), with exponential
-   backoff and jitter, honouring Retry-After (capped by max_backoff_wait). Never retried:
-   other statuses (400/401/403/404/422...) and anything after the headers arrived.
-3. Timeouts: connect (httpx); first byte = per attempt, until the response headers (enforced in
-   the counting transport so a timed-out attempt is retried); idle = between two body reads
-   (enforced here around each read, httpx's read timeout cannot tell headers from body);
-   total = the whole request, retries included, as one deadline checked at every await
-   (no timeout context spans a `yield`).
+2. POST through `RetryTransport` wrapping a counting transport wrapping `AsyncHTTPTransport`.
+   Retried: connect errors (nothing reached the upstream) and the statuses 429/500/502/503/504
+   (+529 for Anthropic), with exponential backoff and jitter, honouring Retry-After. Never
+   retried: other statuses (400/401/403/404/422...), a request whose answer did not come in time
+   (the upstream may be working on it, and billing it), anything after the headers arrived.
+3. The first-token deadline (per backend, default 15 s) bounds everything before the first
+   chunk: connects, retries, backoff waits, the response headers and the stream up to its first
+   token. A wait (Retry-After or backoff) that would end after it gives up at once, and so does
+   the deadline itself: the router then tries its next step. The upstream is always asked to
+   stream, so a long answer to a non-streaming request is not mistaken for a dead upstream.
+   Then: idle = between two body reads (enforced here around each read, httpx's read timeout
+   cannot tell headers from body); total = the whole request, checked at every await (no timeout
+   context spans a `yield`). Connect = each TCP/TLS connect (httpx).
 4. The whole consumption of the stream runs inside the breaker's guard: a stream counts as a
    success only when it completed.
 
@@ -24,15 +27,17 @@ in the backend's private attribute and the request headers; every message is scr
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
-import statistics
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, ClassVar, Literal
 
-from engine.cloud.breaker import BackendBreaker, BreakerOpen, is_cancellation
+from engine.cloud import KINDS, CloudKind
+from engine.cloud.breaker import BackendBreaker, BreakerOpen, BreakerStates, is_cancellation
 from engine.types import (
     BackendSnapshot,
     BreakerEvent,
@@ -44,6 +49,7 @@ from engine.types import (
     RejectedError,
     ToolCallDelta,
     UnavailableError,
+    percentile,
 )
 
 if TYPE_CHECKING:
@@ -51,15 +57,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CloudKind = Literal["openai", "anthropic", "openai-compatible"]
-KINDS: tuple[str, ...] = ("openai", "anthropic", "openai-compatible")
-
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Client errors that must never be retried nor count against the breaker.
 CLIENT_ERROR_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 415, 422})
 _ATTEMPTS_KEY = "mlxwb.attempts"
 _LATENCY_WINDOW = 100
 _MAX_ERROR_BODY = 64 * 1024
+# After the answer's last event: how long and how much of the rest to read for connection reuse.
+_DRAIN_S = 1.0
+_DRAIN_EVENTS = 16
+# How often idle pooled connections are checked for an upstream that closed them.
+_SWEEP_S = 1.0
 
 
 @dataclass
@@ -72,8 +80,8 @@ class CloudConfig:
     retries: int = 2
     backoff_factor: float = 0.5
     max_backoff_wait: float = 30.0
-    connect_timeout: float = 5.0
-    first_byte_timeout: float = 60.0
+    connect_timeout: float = 3.0
+    deadline: float = 15.0
     idle_timeout: float = 60.0
     total_timeout: float = 600.0
     fail_max: int = 5
@@ -91,7 +99,7 @@ class CloudConfig:
             raise ValueError("retries: must be 0 or more")
         if self.fail_max < 1:
             raise ValueError("fail_max: must be at least 1")
-        for name in ("connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout", "max_backoff_wait"):
+        for name in ("connect_timeout", "deadline", "idle_timeout", "total_timeout", "max_backoff_wait"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive")
         if self.backoff_factor < 0 or self.reset_timeout < 0:
@@ -99,49 +107,106 @@ class CloudConfig:
 
 
 class _StreamTimeout(Exception):
-    def __init__(self, which: Literal["idle", "total"]) -> None:
+    def __init__(self, which: Literal["first", "idle", "total"]) -> None:
         super().__init__(which)
         self.which = which
 
 
-def _make_transport(cfg: CloudConfig, statuses: frozenset[int]) -> "httpx.AsyncBaseTransport":
+class _WaitBeyondDeadline(Exception):
+    """The upstream asked for a wait (Retry-After, or our backoff) that ends after the deadline."""
+
+    def __init__(self, status: int | None, wait: float, left: float) -> None:
+        super().__init__(status, wait, left)
+        self.status, self.wait, self.left = status, wait, left
+
+
+@dataclass
+class _Bounds:
+    """The absolute loop times one request must keep to; `first` is dropped at the first chunk."""
+
+    first: float
+    total: float
+
+    def next(self, idle_at: float) -> tuple[float, Literal["first", "idle", "total"]]:
+        if self.first <= min(idle_at, self.total):
+            return self.first, "first"
+        return (idle_at, "idle") if idle_at < self.total else (self.total, "total")
+
+
+def _retry_policy(cfg: CloudConfig, statuses: frozenset[int]) -> Any:
     import httpx
-    from httpx_retries import Retry, RetryTransport
+    from httpx_retries import Retry
 
-    class AttemptTransport(httpx.AsyncBaseTransport):
-        """Counts every attempt actually made and bounds each one's wait for response headers."""
+    class DeadlineRetry(Retry):
+        """httpx-retries' policy, bounded by one request's deadline: a wait that would end after it
+        raises instead of sleeping (the next step of the chain is better than a late answer)."""
 
-        def __init__(self, inner: httpx.AsyncBaseTransport, first_byte_timeout: float) -> None:
-            self._inner = inner
-            self._first_byte_timeout = first_byte_timeout
+        deadline = math.inf
 
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            counter = request.extensions.get(_ATTEMPTS_KEY)
-            if counter is not None:
-                counter[0] += 1
-            try:
-                async with asyncio.timeout(self._first_byte_timeout):
-                    return await self._inner.handle_async_request(request)
-            except TimeoutError:
-                # An httpx timeout, so that httpx-retries retries it like any read timeout.
-                raise httpx.ReadTimeout(
-                    f"no response headers within {self._first_byte_timeout:g} s", request=request
-                ) from None
+        def increment(self) -> "DeadlineRetry":
+            new = self.for_deadline(self.deadline)
+            new.attempts_made = self.attempts_made + 1
+            return new
 
-        async def aclose(self) -> None:
-            await self._inner.aclose()
+        def for_deadline(self, deadline: float) -> "DeadlineRetry":
+            new = copy.copy(self)
+            new.deadline = deadline
+            return new
 
-    retry = Retry(
+        def asked_wait(self, response: httpx.Response | Exception) -> float:
+            retry_after = response.headers.get("Retry-After", "") if isinstance(response, httpx.Response) else ""
+            if retry_after.strip():
+                try:
+                    # Compared uncapped: a retry before the upstream's own date would be refused again.
+                    return self.parse_retry_after(retry_after)
+                except ValueError:
+                    log.debug("ignoring a malformed Retry-After: %r", retry_after)
+            return self.backoff_strategy() if self.attempts_made > 0 else 0.0
+
+        async def asleep(self, response: httpx.Response | Exception) -> None:
+            wait = self.asked_wait(response)
+            left = self.deadline - asyncio.get_running_loop().time()
+            if wait >= left:
+                status = response.status_code if isinstance(response, httpx.Response) else None
+                raise _WaitBeyondDeadline(status, wait, left)
+            wait = min(wait, self.max_backoff_wait)
+            await asyncio.sleep(wait)
+            self.elapsed_sleep += wait
+
+    return DeadlineRetry(
         total=cfg.retries,
         allowed_methods=Retry.RETRYABLE_METHODS | {"POST"},
         status_forcelist=statuses,
+        # Only errors where the upstream cannot have received the request: a POST that met a read
+        # timeout or a dropped connection may be running (and billed) upstream already.
+        retry_on_exceptions=[httpx.ConnectError, httpx.ConnectTimeout],
         backoff_factor=cfg.backoff_factor,
         backoff_jitter=0.5,
         respect_retry_after_header=True,
         max_backoff_wait=cfg.max_backoff_wait,
     )
-    inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
-    return RetryTransport(transport=AttemptTransport(inner, cfg.first_byte_timeout), retry=retry)
+
+
+def _make_transport(retry: Any, inner: "httpx.AsyncHTTPTransport") -> "httpx.AsyncBaseTransport":
+    import httpx
+    from httpx_retries import RetryTransport
+
+    class AttemptTransport(httpx.AsyncBaseTransport):
+        """Counts every attempt actually made."""
+
+        def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+            self._inner = inner
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            counter = request.extensions.get(_ATTEMPTS_KEY)
+            if counter is not None:
+                counter[0] += 1
+            return await self._inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return RetryTransport(transport=AttemptTransport(inner), retry=retry)
 
 
 class _Stats:
@@ -149,14 +214,6 @@ class _Stats:
         self.requests = 0
         self.errors = 0
         self.latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
-
-    def percentile(self, q: float) -> float | None:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        # Nearest rank: the smallest value with at least q of the samples at or below it.
-        rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 1))))
-        return ordered[rank - 1]
 
 
 class CloudBackend:
@@ -166,24 +223,23 @@ class CloudBackend:
     # Statuses retried for this API on top of RETRY_STATUSES.
     extra_retry_statuses: ClassVar[frozenset[int]] = frozenset()
 
-    def __init__(self, cfg: CloudConfig, api_key: str | None) -> None:
+    def __init__(self, cfg: CloudConfig, api_key: str | None, breaker_states: BreakerStates | None = None) -> None:
         import httpx
 
         self.cfg = cfg
         self.name = cfg.name
         self.kind = cfg.kind
         self.__api_key = api_key or ""
-        self._breaker = BackendBreaker(cfg.name, cfg.fail_max, cfg.reset_timeout)
+        self._breaker = BackendBreaker(cfg.name, cfg.fail_max, cfg.reset_timeout, breaker_states)
         self._stats = _Stats()
+        self._retry = _retry_policy(cfg, RETRY_STATUSES | self.extra_retry_statuses)
+        self._http = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+        self._sweeper: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient(
-            transport=_make_transport(cfg, RETRY_STATUSES | self.extra_retry_statuses),
-            timeout=httpx.Timeout(
-                connect=cfg.connect_timeout,
-                # Body reads are bounded by the idle timeout here, headers by the first-byte one.
-                read=None,
-                write=cfg.first_byte_timeout,
-                pool=cfg.first_byte_timeout,
-            ),
+            transport=_make_transport(self._retry, self._http),
+            # Everything but the connect is bounded here, by the deadlines (httpx's read timeout
+            # cannot tell the wait for headers from a pause in the body).
+            timeout=httpx.Timeout(connect=cfg.connect_timeout, read=None, write=None, pool=None),
             follow_redirects=False,
         )
 
@@ -203,6 +259,10 @@ class CloudBackend:
 
     def _request_body(self, request: ChatRequest) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _request_headers(self, request: ChatRequest) -> dict[str, str]:
+        """Headers that depend on the request (a client's own protocol headers passed through)."""
+        return {}
 
     def _parse_result(self, body: Any) -> ChatResult:
         raise NotImplementedError
@@ -245,14 +305,34 @@ class CloudBackend:
             last_error_at=b.last_error_at,
             requests=s.requests,
             errors=s.errors,
-            latency_p50_s=s.percentile(0.50),
-            latency_p95_s=s.percentile(0.95),
-            latency_p99_s=s.percentile(0.99),
+            latency_p50_s=percentile(s.latencies, 0.50),
+            latency_p95_s=percentile(s.latencies, 0.95),
+            latency_p99_s=percentile(s.latencies, 0.99),
             recent_latencies_s=list(s.latencies),
         )
 
     async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await self._client.aclose()
+
+    def _watch_pool(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close kept-alive connections that the upstream closed, or that outlived keep-alive.
+        httpcore notices only when it next needs a connection; until then such a socket sits in
+        CLOSE-WAIT (for hours, on a backend nobody uses). Ends when no connection is left."""
+        pool = self._http._pool  # httpx keeps httpcore's pool private; its connections API is public
+        while True:
+            await asyncio.sleep(_SWEEP_S)
+            live = [c for c in pool.connections if not c.is_closed()]
+            for conn in live:
+                if conn.is_idle() and conn.has_expired():
+                    await conn.aclose()
+            if not live:
+                return
 
     # ------------------------------------------------------------ errors
 
@@ -316,8 +396,6 @@ class CloudBackend:
         tries = f" (after {attempts} attempts)" if attempts > 1 else ""
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             what = f"cannot connect to {self.cfg.base_url}: {exc or type(exc).__name__}"
-        elif isinstance(exc, httpx.ReadTimeout):
-            what = f"no response within the first-byte timeout ({self.cfg.first_byte_timeout:g} s)"
         elif isinstance(exc, httpx.TimeoutException):
             what = f"timed out: {type(exc).__name__}"
         else:
@@ -347,11 +425,16 @@ class CloudBackend:
                 first = True
                 exchange = self._exchange(self._target(request), attempts)
                 try:
-                    async for chunk in exchange:
-                        if first:
-                            self._stats.latencies.append(time.perf_counter() - started)
-                            first = False
-                        yield chunk
+                    try:
+                        async for chunk in exchange:
+                            if first:
+                                self._stats.latencies.append(time.perf_counter() - started)
+                                first = False
+                            yield chunk
+                    finally:
+                        # Closed here, not whenever the garbage collector gets to it: an early
+                        # aclose() by the caller must drop the upstream connection at once.
+                        await exchange.aclose()
                 except EngineError as exc:
                     self._stats.errors += 1
                     breaker.record_error(str(exc))
@@ -362,67 +445,76 @@ class CloudBackend:
                         self._stats.errors += 1
                         breaker.record_error(f"{type(exc).__name__}: {self._scrub(str(exc))}")
                     raise
-                finally:
-                    # Closed here, not whenever the garbage collector gets to it: an early
-                    # aclose() by the caller must drop the upstream connection at once.
-                    await exchange.aclose()
         except BreakerOpen as exc:
             raise self._error(UnavailableError, exc.reason, 0) from None
 
-    async def _exchange(self, request: ChatRequest, attempts: list[int]) -> AsyncIterator[Chunk]:
-        import httpx
-
+    async def _exchange(self, request: ChatRequest, attempts: list[int]) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.cfg.total_timeout
-        headers = {**self.cfg.extra_headers, **self._auth_headers(self.__api_key)}
-        if request.stream:
-            headers["accept"] = "text/event-stream"
-        http_request = self._client.build_request(
-            "POST",
-            self._endpoint(),
-            json=self._request_body(request),
-            headers=headers,
-            extensions={_ATTEMPTS_KEY: attempts},
-        )
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._client.send(http_request, stream=True)
-        except TimeoutError:
-            raise self._error(
-                UnavailableError, f"no answer within the total timeout ({self.cfg.total_timeout:g} s)", attempts[0]
-            ) from None
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, attempts[0]) from exc
-
+        now = loop.time()
+        bounds = _Bounds(first=now + self.cfg.deadline, total=now + self.cfg.total_timeout)
+        response = await self._send(request, attempts, bounds)
         try:
             if not 200 <= response.status_code < 300:
-                raw = await self._read_body(response, deadline, attempts, limit=_MAX_ERROR_BODY)
+                raw = await self._read_body(response, bounds, attempts, limit=_MAX_ERROR_BODY)
                 raise self._status_error(response.status_code, raw, attempts[0])
             content_type = response.headers.get("content-type", "")
             if content_type.startswith("text/event-stream"):
-                chunks = self._read_stream(response, request, deadline, attempts)
+                chunks = self._read_stream(response, request, bounds, attempts)
                 try:
                     async for chunk in chunks:
                         yield chunk
                 finally:
                     await chunks.aclose()
             else:
-                raw = await self._read_body(response, deadline, attempts)
+                # An upstream that ignored "stream": true answers with the whole result at once.
+                raw = await self._read_body(response, bounds, attempts)
                 for chunk in self._result_chunks(raw, request, attempts):
                     yield chunk
         finally:
             # Closing an unfinished response drops the connection: the upstream stops at once.
-            await response.aclose()
+            await _finish_off(response.aclose())
+            self._watch_pool()
+
+    async def _send(self, request: ChatRequest, attempts: list[int], bounds: _Bounds) -> "httpx.Response":
+        """POST (retried by the transport) until the response headers, within the first-token deadline."""
+        import httpx
+
+        headers = {**self.cfg.extra_headers, **self._request_headers(request), **self._auth_headers(self.__api_key),
+                   "accept": "text/event-stream"}
+        deadline = min(bounds.first, bounds.total)
+        http_request = self._client.build_request(
+            "POST",
+            self._endpoint(),
+            json=self._request_body(replace(request, stream=True)),
+            headers=headers,
+            extensions={_ATTEMPTS_KEY: attempts, "retry": self._retry.for_deadline(deadline)},
+        )
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._client.send(http_request, stream=True)
+        except TimeoutError:
+            raise self._timeout_error(_StreamTimeout(bounds.next(math.inf)[1]), attempts[0]) from None
+        except _WaitBeyondDeadline as exc:
+            raise self._error(
+                UnavailableError,
+                (f"upstream answered {exc.status} and asked to wait {exc.wait:g} s" if exc.status else
+                 f"the next retry would come after {exc.wait:.1f} s")
+                + f", past the first-token deadline ({max(exc.left, 0.0):.1f} s left)",
+                attempts[0],
+                status=exc.status,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, attempts[0]) from exc
 
     async def _read_body(
-        self, response: "httpx.Response", deadline: float, attempts: list[int], limit: int | None = None
+        self, response: "httpx.Response", bounds: _Bounds, attempts: list[int], limit: int | None = None
     ) -> bytes:
         import httpx
 
         parts: list[bytes] = []
         size = 0
         try:
-            async for part in self._timed(response.aiter_bytes(), deadline):
+            async for part in self._timed(response.aiter_bytes(), bounds):
                 parts.append(part)
                 size += len(part)
                 if limit is not None and size >= limit:
@@ -436,39 +528,41 @@ class CloudBackend:
         return b"".join(parts)
 
     def _timeout_error(self, exc: _StreamTimeout, attempts: int) -> EngineError:
-        if exc.which == "idle":
+        if exc.which == "first":
+            text = f"no first token within the deadline ({self.cfg.deadline:g} s)"
+        elif exc.which == "idle":
             text = f"stream stalled: nothing received for {self.cfg.idle_timeout:g} s (idle timeout)"
         else:
             text = f"no complete answer within the total timeout ({self.cfg.total_timeout:g} s)"
         return self._error(UnavailableError, text, attempts)
 
-    async def _timed(self, source: AsyncIterator[Any], deadline: float) -> AsyncIterator[Any]:
-        """Re-yield `source`, bounding each wait by the idle timeout and the overall deadline."""
+    async def _timed(self, source: AsyncIterator[Any], bounds: _Bounds) -> AsyncGenerator[Any, None]:
+        """Re-yield `source`, bounding each wait by the idle timeout and the request's deadlines."""
         loop = asyncio.get_running_loop()
         iterator = aiter(source)
         try:
             while True:
-                idle_at = loop.time() + self.cfg.idle_timeout
+                until, which = bounds.next(loop.time() + self.cfg.idle_timeout)
                 try:
-                    async with asyncio.timeout_at(min(idle_at, deadline)):
+                    async with asyncio.timeout_at(until):
                         item = await anext(iterator)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    raise _StreamTimeout("idle" if idle_at < deadline else "total") from None
+                    raise _StreamTimeout(which) from None
                 yield item
         finally:
             await _aclose(iterator)
 
     async def _read_stream(
-        self, response: "httpx.Response", request: ChatRequest, deadline: float, attempts: list[int]
-    ) -> AsyncIterator[Chunk]:
+        self, response: "httpx.Response", request: ChatRequest, bounds: _Bounds, attempts: list[int]
+    ) -> AsyncGenerator[Chunk, None]:
         import httpx
 
         from engine.protocol.sse import SSEFormatError, aiter_sse
 
         decoder = self._stream_decoder()
-        lines = self._timed(response.aiter_lines(), deadline)
+        lines = self._timed(response.aiter_lines(), bounds)
         events = aiter_sse(lines)
         model = request.model
         try:
@@ -497,13 +591,28 @@ class CloudBackend:
                 for chunk in chunks:
                     chunk.backend = self.name
                     chunk.model = chunk.model or model
+                    bounds.first = math.inf  # the first token is here: from now on, idle and total
                     yield chunk
                 if done:
+                    await self._drain(events)
                     return
             raise self._error(UnavailableError, "stream ended before the answer was complete", attempts[0])
         finally:
             await _aclose(events)
             await lines.aclose()
+
+    @staticmethod
+    async def _drain(events: AsyncIterator[Any]) -> None:
+        """Read the end of a finished stream (its last bytes are usually in flight) so that the
+        connection goes back to the pool; an upstream that keeps talking loses its connection."""
+        try:
+            async with asyncio.timeout(_DRAIN_S):
+                for _ in range(_DRAIN_EVENTS):
+                    await anext(events)
+        except (StopAsyncIteration, TimeoutError, _StreamTimeout):
+            return
+        except Exception as exc:  # whatever follows the answer cannot spoil it
+            log.debug("ignoring what followed the end of a stream: %r", exc)
 
     def _result_chunks(self, raw: bytes, request: ChatRequest, attempts: list[int]) -> list[Chunk]:
         try:
@@ -519,9 +628,16 @@ class CloudBackend:
         model = result.model or (body.get("model") if isinstance(body, dict) else None) or request.model
         deltas = [ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(result.tool_calls)]
         return [
-            Chunk(text=result.text, tool_calls=deltas, backend=self.name, model=model),
+            Chunk(text=result.text, tool_calls=deltas, thinking=result.thinking, backend=self.name, model=model),
             Chunk(finish_reason=result.finish_reason or "stop", usage=result.usage, backend=self.name, model=model),
         ]
+
+
+async def _finish_off(cleanup: Awaitable[None]) -> None:
+    """Await a cleanup to its end even if this task is cancelled meanwhile (an anyio cancel scope
+    re-raises at every await): an interrupted close would leave the upstream request running.
+    The cleanup goes on in its own task; the cancellation still reaches the caller."""
+    await asyncio.shield(asyncio.ensure_future(cleanup))
 
 
 async def _aclose(iterator: object) -> None:

@@ -16,7 +16,12 @@ pybreaker 1.4 gives the closed/open/half-open machine, the failure counter and l
       engine CancelledError) says nothing about the upstream's health. It neither counts as a
       failure nor resets the count nor closes a half-open breaker; an interrupted probe just frees
       the gate for the next caller. Done with a storage that ignores the success bookkeeping while
-      the cancellation passes through pybreaker.
+      the cancellation passes through pybreaker;
+- shared state: state, failure count, opened-at and last error live in a `BreakerStates` (the
+  router's is SQLite, so every process on one database sees one breaker; the default is memory).
+  The storage writes only when a value changes: a success on a closed breaker with no failures
+  writes nothing. A change made by another process is noticed at the next read of `state` and
+  published like our own. The half-open probe gate is per process.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import pybreaker
 
@@ -52,20 +58,101 @@ class BreakerOpen(Exception):
         self.seconds_to_half_open = seconds_to_half_open
 
 
-class _Storage(pybreaker.CircuitMemoryStorage):
-    """Memory storage that can ignore success bookkeeping while a cancellation passes through."""
+@dataclass(frozen=True)
+class SharedBreaker:
+    """The part of a breaker that every process agrees on."""
+
+    state: str = CLOSED
+    failures: int = 0
+    opened_at: float | None = None  # epoch seconds
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+class BreakerStates(Protocol):
+    """Where breakers keep their shared part, by backend name."""
+
+    def load(self, backend: str) -> SharedBreaker: ...
+
+    def save(self, backend: str, **values: Any) -> None: ...
+
+    def add_failure(self, backend: str, error: str | None) -> int: ...
+
+
+class MemoryBreakerStates:
+    """BreakerStates for one process."""
 
     def __init__(self) -> None:
-        super().__init__(CLOSED)
+        self._states: dict[str, SharedBreaker] = {}
+
+    def load(self, backend: str) -> SharedBreaker:
+        return self._states.get(backend) or SharedBreaker()
+
+    def save(self, backend: str, **values: Any) -> None:
+        self._states[backend] = replace(self.load(backend), **values)
+
+    def add_failure(self, backend: str, error: str | None) -> int:
+        old = self.load(backend)
+        self.save(backend, failures=old.failures + 1, last_error=error, last_error_at=time.time())
+        return old.failures + 1
+
+
+class _Storage(pybreaker.CircuitBreakerStorage):
+    """pybreaker's storage over BreakerStates, writing on changes only; it can ignore the success
+    bookkeeping while a cancellation passes through. The half-open success count stays local."""
+
+    def __init__(self, backend: str, shared: BreakerStates) -> None:
+        super().__init__(backend)
+        self._backend = backend
+        self._shared = shared
+        self._successes = 0
         self.neutral = False
+        self.pending_error: str | None = None
+
+    @property
+    def current(self) -> SharedBreaker:
+        return self._shared.load(self._backend)
+
+    @property
+    def state(self) -> str:
+        return self.current.state
+
+    @state.setter
+    def state(self, state: str) -> None:
+        if state != self.current.state:
+            self._shared.save(self._backend, state=state)
+
+    def increment_counter(self) -> None:
+        error, self.pending_error = self.pending_error, None
+        self._shared.add_failure(self._backend, error)
 
     def reset_counter(self) -> None:
-        if not self.neutral:
-            super().reset_counter()
+        if not self.neutral and self.current.failures:
+            self._shared.save(self._backend, failures=0)
 
     def increment_success_counter(self) -> None:
         if not self.neutral:
-            super().increment_success_counter()
+            self._successes += 1
+
+    def reset_success_counter(self) -> None:
+        self._successes = 0
+
+    @property
+    def counter(self) -> int:
+        return self.current.failures
+
+    @property
+    def success_counter(self) -> int:
+        return self._successes
+
+    @property
+    def opened_at(self) -> datetime | None:
+        at = self.current.opened_at
+        return None if at is None else datetime.fromtimestamp(at, timezone.utc)
+
+    @opened_at.setter
+    def opened_at(self, when: datetime) -> None:
+        self._shared.save(self._backend, opened_at=when.timestamp())
 
 
 class _Relay(pybreaker.CircuitBreakerListener):
@@ -80,9 +167,10 @@ class _Relay(pybreaker.CircuitBreakerListener):
 
 
 class BackendBreaker:
-    def __init__(self, backend: str, fail_max: int, reset_timeout: float) -> None:
+    def __init__(self, backend: str, fail_max: int, reset_timeout: float,
+                 shared: BreakerStates | None = None) -> None:
         self.backend = backend
-        self._storage = _Storage()
+        self._storage = _Storage(backend, shared if shared is not None else MemoryBreakerStates())
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_timeout,
@@ -95,8 +183,6 @@ class BackendBreaker:
         )
         self._probe_in_flight = False
         self._listeners: list[Callable[[BreakerEvent], None]] = []
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None
 
     # ------------------------------------------------------------ observation
 
@@ -113,9 +199,18 @@ class BackendBreaker:
         return self._cb.fail_counter
 
     @property
+    def last_error(self) -> str | None:
+        return self._storage.current.last_error
+
+    @property
+    def last_error_at(self) -> float | None:
+        return self._storage.current.last_error_at
+
+    @property
     def state(self) -> str:
-        """The effective state; performs a due open -> half-open move (and publishes it)."""
-        current = self._cb.current_state
+        """The effective state; publishes a change made by another process, and performs a due
+        open -> half-open move (and publishes it)."""
+        current = self._cb.state.name
         if current == OPEN and self.seconds_to_half_open() == 0.0:
             self._cb.half_open()
             return HALF_OPEN
@@ -141,8 +236,9 @@ class BackendBreaker:
         self._listeners.remove(fn)
 
     def record_error(self, text: str) -> None:
-        self.last_error = text
-        self.last_error_at = time.time()
+        """The error of the call that is failing: stored with the failure it counts as. Call it
+        with no await between it and the raise that leaves `calling()`."""
+        self._storage.pending_error = text
 
     def _publish(self, old: str, new: str) -> None:
         event = BreakerEvent(self.backend, old, new, time.time(), self.last_error)

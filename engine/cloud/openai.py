@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.cloud.base import CloudBackend, CloudConfig, _Decoder
+from engine.cloud.base import CloudBackend, _Decoder
 from engine.types import ChatRequest, ChatResult, Chunk
 
 
@@ -27,9 +27,6 @@ class _OpenAIDecoder(_Decoder):
 
 class OpenAIBackend(CloudBackend):
     """POST {base_url}/chat/completions, base_url like "https://api.openai.com/v1"."""
-
-    def __init__(self, cfg: CloudConfig, api_key: str | None) -> None:
-        super().__init__(cfg, api_key)
 
     def _endpoint(self) -> str:
         return self.cfg.base_url.rstrip("/") + "/chat/completions"

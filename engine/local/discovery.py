@@ -27,6 +27,8 @@ class ModelInfo:
     size_bytes: int
     est_memory_bytes: int
     aliases: tuple[str, ...] = field(default=())
+    # Tokens of prompt and answer together (None: the file does not say).
+    context_length: int | None = None
 
 
 def hf_cache_dir() -> Path:
@@ -41,7 +43,7 @@ def _safetensors_params(path: Path) -> tuple[int, str]:
     with path.open("rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(n))
-    total, dtypes = 0, {}
+    total, dtypes = 0, dict[str, int]()
     for name, meta in header.items():
         if name == "__metadata__":
             continue
@@ -50,7 +52,7 @@ def _safetensors_params(path: Path) -> tuple[int, str]:
             count *= d
         total += count
         dtypes[meta["dtype"]] = dtypes.get(meta["dtype"], 0) + count
-    return total, (max(dtypes, key=dtypes.get) if dtypes else "unknown")
+    return total, (max(dtypes, key=lambda d: dtypes[d]) if dtypes else "unknown")
 
 
 def _mlx_folder_info(folder: Path, model_id: str) -> ModelInfo:
@@ -71,10 +73,26 @@ def _mlx_folder_info(folder: Path, model_id: str) -> ModelInfo:
         parameters = stored
         quantization = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}.get(dtype, dtype)
     return ModelInfo(
-        id=model_id, path=folder, format="mlx", architecture=str(config.get("model_type", "unknown")),
-        parameters=parameters, quantization=quantization, size_bytes=size,
+        id=model_id,
+        path=folder,
+        format="mlx",
+        architecture=str(config.get("model_type", "unknown")),
+        parameters=parameters,
+        quantization=quantization,
+        size_bytes=size,
         est_memory_bytes=int(size * 1.1),
+        context_length=_context_from_config(config),
     )
+
+
+def _context_from_config(config: dict) -> int | None:
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    for source in (config, text):
+        for key in ("max_position_embeddings", "max_sequence_length", "n_positions", "seq_length"):
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
 
 
 def _gguf_info(path: Path, model_id: str, *, dequantize_on_cpu: bool) -> ModelInfo:
@@ -87,11 +105,22 @@ def _gguf_info(path: Path, model_id: str, *, dequantize_on_cpu: bool) -> ModelIn
     if path.name == DEMO_FILENAME:
         model_id, aliases = DEMO_ID, (DEMO_ALIAS,)
     return ModelInfo(
-        id=model_id, path=path, format="gguf", architecture=header.architecture or "unknown",
-        parameters=header.parameters, quantization=quant, size_bytes=size,
+        id=model_id,
+        path=path,
+        format="gguf",
+        architecture=header.architecture or "unknown",
+        parameters=header.parameters,
+        quantization=quant,
+        size_bytes=size,
         est_memory_bytes=estimate_memory_bytes(header.parameters, quant, dequantize=dequantize_on_cpu),
         aliases=aliases,
+        context_length=_context_from_gguf(header.metadata, header.architecture),
     )
+
+
+def _context_from_gguf(metadata: dict, architecture: str | None) -> int | None:
+    value = metadata.get(f"{architecture}.context_length") if architecture else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _candidates(root: Path) -> list[tuple[Path, str]]:
@@ -116,7 +145,7 @@ def _id_for(path: Path, kind: str, root: Path) -> str:
     # HF cache: models--org--name/snapshots/<hash> -> org/name
     for part in path.parts:
         if part.startswith("models--"):
-            return part[len("models--"):].replace("--", "/")
+            return part[len("models--") :].replace("--", "/")
     return path.name
 
 
@@ -141,8 +170,11 @@ def discover(config: EngineConfig, *, dequantize_on_cpu: bool = True) -> list[Mo
             seen_paths.add(real)
             model_id = _id_for(path, kind, root)
             try:
-                info = (_mlx_folder_info(path, model_id) if kind == "mlx"
-                        else _gguf_info(path, model_id, dequantize_on_cpu=dequantize_on_cpu))
+                info = (
+                    _mlx_folder_info(path, model_id)
+                    if kind == "mlx"
+                    else _gguf_info(path, model_id, dequantize_on_cpu=dequantize_on_cpu)
+                )
             except (OSError, ValueError, KeyError, GGUFHeaderError, struct.error) as exc:
                 log.warning("skipping %s: %s", path, exc)
                 continue
@@ -153,3 +185,10 @@ def discover(config: EngineConfig, *, dequantize_on_cpu: bool = True) -> list[Mo
             taken.add(info.id)
             models.append(info)
     return models
+
+
+def model_info_for_path(path: Path) -> ModelInfo:
+    """A model named by its path (a .gguf file or an MLX folder), for the local user only."""
+    if path.is_file():
+        return _gguf_info(path, path.stem, dequantize_on_cpu=True)
+    return _mlx_folder_info(path, path.name)

@@ -7,37 +7,39 @@ import logging
 import threading
 import time
 from collections import deque
-from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
 
 from engine.config import EngineConfig
-from engine.local.discovery import ModelInfo, discover
-from engine.local.generation import Finished, GenerationHandle, GenParams, MLXWorker
-from engine.local.models import LoadProgress, MemorySnapshot, ModelManager
+from engine.local.catalog import ModelCatalog
+from engine.local.discovery import ModelInfo
+from engine.local.generation import Finished, GenerationHandle, GenParams, MLXWorker, Submission
+from engine.local.models import LoadedModel, LoadProgress, MemorySnapshot, ModelManager
+from engine.local.prompt_cache import PromptCacheStore
+from engine.local.scheduler import PRIORITIES
+from engine.protocol.common import fold_system_turns
 from engine.types import (
     BackendSnapshot,
     CancelledError,
     ChatRequest,
     Chunk,
+    ContextLengthError,
     EngineError,
     Message,
-    ModelNotFoundError,
+    ModelLimits,
     RejectedError,
     Usage,
+    percentile,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 512
+# When neither the model file nor the loaded model says how long its context is.
+FALLBACK_CONTEXT = 4096
 # OpenAI's default; a request may always say 0 for greedy decoding.
 DEFAULT_TEMPERATURE = 1.0
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def _template_messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -72,7 +74,11 @@ def render_prompt(tokenizer: Any, request: ChatRequest) -> list[int]:
     tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
                                                "parameters": t.parameters}} for t in request.tools] or None
     if getattr(tokenizer, "chat_template", None):
-        attempts = [(_template_messages(request.messages), tools), (_plain_messages(request.messages), None)]
+        # Templates that refuse a system turn mid-conversation (or any) get it folded into a user turn.
+        folded = fold_system_turns(request.messages, keep_leading=False)
+        attempts = [(_template_messages(request.messages), tools),
+                    (_template_messages(fold_system_turns(request.messages)), tools),
+                    (_template_messages(folded), tools), (_plain_messages(folded), None)]
         last: Exception | None = None
         for msgs, tl in attempts:
             try:
@@ -93,9 +99,14 @@ class LocalEngine:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self._worker = MLXWorker()
-        self._manager = ModelManager(config, busy=self._worker.busy)
-        self._models: list[ModelInfo] | None = None
+        self._catalog = ModelCatalog(config, backend=self.name)
+        cache = PromptCacheStore(config.prompt_cache_bytes)
+        self._worker = MLXWorker(prompt_cache=cache, max_batch=config.max_batch,
+                                 prefill_step_s=config.prefill_step_s,
+                                 prefill_chunk_tokens=config.prefill_chunk_tokens,
+                                 cache_room=lambda: self._manager.cache_room())
+        self._manager = ModelManager(config, busy=self._worker.busy, prompt_cache=cache,
+                                     on_unload=self._worker.drop_model)
         self._blas = "not loaded yet"
         self._requests = 0
         self._errors = 0
@@ -106,37 +117,30 @@ class LocalEngine:
     # ------------------------------------------------------------ models
 
     def models(self) -> list[ModelInfo]:
-        if self._models is None:
-            self._models = discover(self.config)
-        return list(self._models)
+        return self._catalog.models()
 
     def refresh_models(self) -> list[ModelInfo]:
-        self._models = None
-        return self.models()
+        return self._catalog.refresh()
 
-    def resolve(self, name: str) -> ModelInfo:
-        """A model by id, alias or path."""
-        for info in self.models():
-            if name == info.id or name in info.aliases:
-                return info
-        for info in self.refresh_models():
-            if name == info.id or name in info.aliases:
-                return info
-        path = Path(name).expanduser()
-        if path.exists():
-            from engine.local.discovery import _gguf_info, _mlx_folder_info
+    async def rescan(self) -> list[ModelInfo]:
+        """Scan the model folders again on a worker thread (never on the event loop)."""
+        return await self._catalog.rescan()
 
-            try:
-                return _gguf_info(path, path.stem, dequantize_on_cpu=True) if path.is_file() \
-                    else _mlx_folder_info(path, path.name)
-            except (OSError, ValueError, KeyError) as exc:
-                raise RejectedError(f"{path} is not a usable model: {exc}", backend=self.name) from None
-        known = ", ".join(sorted({i.id for i in self.models()} | {a for i in self.models() for a in i.aliases}))
-        raise ModelNotFoundError(
-            f"model {name!r} not found locally" + (f" (known: {known})" if known else
-                                                  " (no local models; run `mlx-workbench models fetch-demo`)"),
-            backend=self.name,
-        )
+    def resolve(self, name: str, *, allow_paths: bool = False) -> ModelInfo:
+        """A model by id or alias; by file or folder path only if `allow_paths` (the local user)."""
+        return self._catalog.resolve(name, allow_paths=allow_paths)
+
+    async def aresolve(self, name: str, *, allow_paths: bool = False) -> ModelInfo:
+        """resolve() with any disk scan on a worker thread."""
+        return await self._catalog.aresolve(name, allow_paths=allow_paths)
+
+    def limits(self, name: str) -> ModelLimits | None:
+        """Context length and longest possible answer of a known model (no disk access; None if
+        the name is not a known model). The listener rejects a max_tokens above max_output_tokens."""
+        info = self._catalog.lookup(name)
+        if info is None:
+            return None
+        return ModelLimits(info.id, info.context_length or FALLBACK_CONTEXT)
 
     def _ensure_blas(self) -> None:
         from engine.local.blas import ensure_blas
@@ -144,14 +148,24 @@ class LocalEngine:
         self._blas = ensure_blas(self.config.use_system_openblas)
 
     async def load(self, name: str, progress: Callable[[LoadProgress], None] | None = None,
-                   cancel: threading.Event | None = None) -> ModelInfo:
-        info = self.resolve(name)
+                   cancel: threading.Event | None = None, *, allow_paths: bool = False) -> ModelInfo:
+        """Load a model. `progress` is called on the event loop (posted from the MLX thread, which
+        never waits for it)."""
+        info = await self.aresolve(name, allow_paths=allow_paths)
         self._ensure_blas()
-        await self._worker.run(lambda: self._manager.get(info, progress, cancel))
+        post = None
+        if progress is not None:
+            loop = asyncio.get_running_loop()
+            report = progress
+
+            def post(p: LoadProgress) -> None:
+                loop.call_soon_threadsafe(report, p)
+
+        await self._worker.run(lambda: self._manager.get(info, post, cancel))
         return info
 
     async def unload(self, name: str) -> bool:
-        info = self.resolve(name)
+        info = await self.aresolve(name)
 
         def job() -> bool:
             self._worker.drop_model(info.id)
@@ -160,16 +174,21 @@ class LocalEngine:
         return await self._worker.run(job)
 
     def memory(self) -> MemorySnapshot:
-        return self._manager.snapshot(self._blas)
+        """Models and prompt caches as the MLX thread last published them (safe from any thread)."""
+        models, cache = self._manager.published, self._worker.prompt_cache.published
+        return MemorySnapshot(
+            loaded=list(models.loaded), used_bytes=models.model_bytes + cache.nbytes,
+            budget_bytes=self.config.memory_budget_bytes, blas=self._blas,
+            prompt_cache_bytes=cache.nbytes, prompt_cache_entries=cache.entries,
+            prompt_cache_limit_bytes=self._worker.prompt_cache.limit_bytes,
+        )
 
     def is_loaded(self, name: str) -> bool:
-        try:
-            return self._manager.is_loaded(self.resolve(name).id)
-        except EngineError:
-            return False
+        info = self._catalog.lookup(name)
+        return info is not None and self._manager.published.has(info.id)
 
-    async def count_tokens(self, name: str, messages: list[Message]) -> int:
-        info = self.resolve(name)
+    async def count_tokens(self, name: str, messages: list[Message], *, allow_paths: bool = False) -> int:
+        info = await self.aresolve(name, allow_paths=allow_paths)
         self._ensure_blas()
         request = ChatRequest(model=name, messages=messages)
 
@@ -182,11 +201,15 @@ class LocalEngine:
     # ------------------------------------------------------------ generation
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        started = time.perf_counter()
+        received = time.perf_counter()
         self._requests += 1
         try:
             request.validate()
-            info = self.resolve(request.model)
+            request.require_text_only(self.name)
+            if request.priority not in PRIORITIES:
+                raise RejectedError(f"priority: must be one of {', '.join(PRIORITIES)}, not {request.priority!r}",
+                                    backend=self.name)
+            info = await self.aresolve(request.model, allow_paths=request.allow_model_paths)
             self._ensure_blas()
         except EngineError as exc:
             self._record_error(exc)
@@ -198,7 +221,7 @@ class LocalEngine:
             seed=request.seed,
             stop=tuple(s for s in request.stop if s),
         )
-        handle = GenerationHandle(asyncio.get_running_loop())
+        handle = GenerationHandle(asyncio.get_running_loop(), received)
         # The router's "what is this request waiting on" callback, when it gave one.
         on_status = request.metadata.get("on_status")
 
@@ -206,14 +229,20 @@ class LocalEngine:
             on_status(f"loading {info.id} {p.fraction:.0%}")
 
         def begin() -> None:
+            started = time.perf_counter()
+            was_loaded = self._manager.is_loaded(info.id)
             loaded = self._manager.get(info, progress=loading if callable(on_status) else None)
+            load_s = 0.0 if was_loaded else time.perf_counter() - started
             prompt = render_prompt(loaded.tokenizer, request)
             if not prompt:
                 raise RejectedError("the prompt renders to no tokens")
+            context = context_length(info, loaded)
+            if len(prompt) >= context:
+                raise ContextLengthError(len(prompt), context, info.id, backend=self.name)
             # Never generate past the model's context window, whatever max_tokens says.
-            context = getattr(getattr(loaded.model, "args", None), "max_position_embeddings", None) or 4096
-            capped = GenParams(**{**params.__dict__, "max_tokens": max(1, min(params.max_tokens, context))})
-            self._worker.start_generation(info.id, loaded.model, loaded.tokenizer, prompt, capped, handle)
+            fitted = replace(params, max_tokens=max(1, min(params.max_tokens, context - len(prompt))))
+            self._worker.enqueue(Submission(handle, info.id, loaded.model, loaded.tokenizer, prompt, fitted,
+                                            request.priority, load_s))
 
         finished = False
         try:
@@ -230,12 +259,9 @@ class LocalEngine:
                     yield Chunk(text=item, backend=self.name, model=info.id)
                 elif isinstance(item, Finished):
                     finished = True
-                    self._latencies.append(time.perf_counter() - started)
-                    yield Chunk(
-                        finish_reason=item.finish_reason,  # type: ignore[arg-type]
-                        usage=Usage(item.prompt_tokens, item.completion_tokens, item.ttft_s, item.tokens_per_s),
-                        backend=self.name, model=info.id,
-                    )
+                    self._latencies.append(time.perf_counter() - received)
+                    yield Chunk(finish_reason=item.finish_reason,  # type: ignore[arg-type]
+                                usage=_usage(item), backend=self.name, model=info.id)
                     return
                 else:
                     finished = True
@@ -246,7 +272,7 @@ class LocalEngine:
         finally:
             if not finished:
                 # The consumer went away (aclose / task cancelled): the thread drops the request
-                # before its next decode step.
+                # before its next step, whether it is queued, reading its prompt or decoding.
                 handle.cancelled.set()
 
     def _record_error(self, exc: EngineError) -> None:
@@ -256,12 +282,25 @@ class LocalEngine:
 
     def snapshot(self) -> BackendSnapshot:
         lat = list(self._latencies)
+        work = self._worker.snapshot()
         return BackendSnapshot(
             name=self.name, kind=self.kind, state="closed", requests=self._requests, errors=self._errors,
             last_error=self._last_error, last_error_at=self._last_error_at,
-            latency_p50_s=_percentile(lat, 0.5), latency_p95_s=_percentile(lat, 0.95),
-            latency_p99_s=_percentile(lat, 0.99), recent_latencies_s=lat[-30:],
+            latency_p50_s=percentile(lat, 0.5), latency_p95_s=percentile(lat, 0.95),
+            latency_p99_s=percentile(lat, 0.99), recent_latencies_s=lat[-30:],
+            running=work.running, queued=work.queued,
         )
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._worker.stop)
+
+
+def context_length(info: ModelInfo, loaded: LoadedModel) -> int:
+    """Tokens of prompt and answer together: the file's word, else the loaded model's."""
+    from_model = getattr(getattr(loaded.model, "args", None), "max_position_embeddings", None)
+    return info.context_length or from_model or FALLBACK_CONTEXT
+
+
+def _usage(item: Finished) -> Usage:
+    return Usage(item.prompt_tokens, item.completion_tokens, item.ttft_s, item.tokens_per_s,
+                 queued_s=item.queued_s, load_s=item.load_s, cached_tokens=item.cached_tokens)

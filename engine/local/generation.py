@@ -2,8 +2,15 @@
 
 All MLX work happens on this thread, so MLX never runs concurrently with itself and the
 asyncio loop never waits on it. Requests on the same model share one mlx_lm BatchGenerator
-(continuous batching): a request that arrives mid-generation joins the running batch.
-Tokens go back to the loop with `call_soon_threadsafe`.
+(continuous batching): a request that arrives mid-generation joins the running batch, after
+waiting its turn in the model's admission queue (scheduler.py) when the batch is full.
+
+Each turn of the thread's loop runs the queued jobs, drops cancelled requests, admits waiting
+ones (starting each from the longest cached prefix of its tokens, prompt_cache.py), and makes
+one `BatchGenerator.next()` call per model: one decode step for the running answers plus one
+prefill chunk for the prompts still being read. So a long prompt never freezes the other
+streams, and a cancelled one leaves within one chunk. Tokens go back to the loop with
+`call_soon_threadsafe`; what other threads may read is published as immutable snapshots.
 """
 
 from __future__ import annotations
@@ -15,12 +22,22 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
+from engine.local.prompt_cache import PromptCacheStore
+from engine.local.scheduler import AdmissionQueue, high_overflow
 from engine.types import CancelledError, UnavailableError
 
 log = logging.getLogger(__name__)
+
+# Prompt chunk sizes. A step reads one chunk of every prompt being read; the size is picked so the
+# step takes about `prefill_step_s`, from the measured seconds per prompt token of that model (CPU
+# and Metal differ by two orders of magnitude, and long contexts cost more per token). Powers of
+# two keep the number of distinct shapes (kernel compilations on Metal) small.
+CHUNK_SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048)
+FIRST_CHUNK = 64  # before anything is measured
 
 
 @dataclass(frozen=True)
@@ -39,15 +56,27 @@ class Finished:
     completion_tokens: int
     ttft_s: float | None
     tokens_per_s: float | None
+    queued_s: float | None = None
+    load_s: float | None = None
+    cached_tokens: int = 0
+    prefill_chunks: int = 0
 
 
 class GenerationHandle:
     """The loop side of one generation: a queue of str | Finished | EngineError."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, received: float | None = None) -> None:
         self.loop = loop
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.cancelled = threading.Event()
+        # perf_counter() when the request reached the engine: TTFT and queue time count from here.
+        self.received = time.perf_counter() if received is None else received
+        # Written by the MLX thread only; read by tests and the engine.
+        self.prefill_chunks = 0
+        self.admitted = False
+        # Called on the MLX thread after each prompt chunk with the chunks read so far; must not
+        # block (it may set `cancelled`: the request then leaves before the next chunk).
+        self.on_prefill_chunk: Callable[[int], None] | None = None
 
     def deliver(self, item: Any) -> None:
         """Called on the MLX thread."""
@@ -84,17 +113,37 @@ def make_sampler(temperature: float, top_p: float | None, seed: int | None) -> C
 
 
 @dataclass
+class Submission:
+    """A request ready to run (model loaded, prompt rendered), waiting for a place in the batch."""
+
+    handle: GenerationHandle
+    model_id: str
+    model: Any
+    tokenizer: Any
+    prompt: list[int]
+    params: GenParams
+    priority: str = "normal"
+    load_s: float = 0.0
+
+
+@dataclass
 class _Active:
     """Thread-side state of one generation."""
 
-    handle: GenerationHandle
+    handle: Any
     uid: int
     model_id: str
     detok: Any
     eos: frozenset[int]
     stops: tuple[str, ...]
     prompt_tokens: int
-    submitted: float
+    received: float
+    admitted: float = 0.0
+    load_s: float = 0.0
+    cached_tokens: int = 0
+    prefilled: bool = False
+    prefill_chunks: int = 0
+    read_tokens: int = 0
     text: str = ""
     sent: int = 0
     tokens: int = 0
@@ -106,21 +155,64 @@ class _Active:
 @dataclass
 class _Batch:
     generator: Any
+    queue: AdmissionQueue[Submission]
     active: dict[int, _Active] = field(default_factory=dict)
 
 
-class MLXWorker:
-    """Owns the MLX thread. Jobs are plain callables run in submission order between decode steps."""
+@dataclass(frozen=True)
+class ModelLoad:
+    """Running and queued requests of one model."""
 
-    def __init__(self, name: str = "mlx") -> None:
+    model_id: str
+    running: int
+    queued: int
+    max_running_seen: int
+
+
+@dataclass(frozen=True)
+class WorkerSnapshot:
+    """What the MLX thread publishes for other threads after every turn of its loop."""
+
+    models: tuple[ModelLoad, ...] = ()
+    prompt_cache_bytes: int = 0
+    prompt_cache_entries: int = 0
+    steps: int = 0  # BatchGenerator.next() calls
+    prefill_chunks: int = 0  # prompt chunks read (one per prompt per step)
+    interleaved_steps: int = 0  # steps that read a prompt chunk and decoded tokens for others
+
+    @property
+    def running(self) -> int:
+        return sum(m.running for m in self.models)
+
+    @property
+    def queued(self) -> int:
+        return sum(m.queued for m in self.models)
+
+
+class MLXWorker:
+    """Owns the MLX thread. Jobs are plain callables run in submission order between steps."""
+
+    def __init__(self, name: str = "mlx", *, prompt_cache: PromptCacheStore | None = None,
+                 max_batch: int = 8, prefill_step_s: float = 0.2, prefill_chunk_tokens: int = 0,
+                 cache_room: Callable[[], int] | None = None) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._batches: dict[str, _Batch] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._name = name
         self._stopped = False
+        self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCacheStore(0)
+        self.max_batch = max(1, max_batch)
+        self.prefill_step_s = prefill_step_s
+        self.prefill_chunk_tokens = max(0, prefill_chunk_tokens)
+        self._s_per_token: dict[str, float] = {}  # measured prefill speed per model
+        # Bytes the stored caches may take besides the models (the memory budget's share).
+        self._cache_room = cache_room or (lambda: 1 << 62)
+        self._max_seen: dict[str, int] = {}
+        self._counts = {"steps": 0, "prefill_chunks": 0, "interleaved_steps": 0}
+        self._published = WorkerSnapshot()
 
-    # ------------------------------------------------------------ loop side
+    # ------------------------------------------------------------ any thread
 
     def _ensure_thread(self) -> None:
         with self._lock:
@@ -148,12 +240,12 @@ class MLXWorker:
     async def run(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.wrap_future(self.submit(fn))
 
-    def busy(self, model_id: str) -> bool:
-        batch = self._batches.get(model_id)
-        return bool(batch and batch.active)
+    def snapshot(self) -> WorkerSnapshot:
+        """The last state the MLX thread published (an immutable object: safe from any thread)."""
+        return self._published
 
     def active_count(self) -> int:
-        return sum(len(b.active) for b in self._batches.values())
+        return self._published.running
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
@@ -163,38 +255,48 @@ class MLXWorker:
             self._jobs.put(None)
             thread.join(timeout)
 
-    # ------------------------------------------------------------ thread side
+    # ------------------------------------------------------------ MLX thread only
 
-    def start_generation(self, model_id: str, model: Any, tokenizer: Any, prompt: list[int],
-                         params: GenParams, handle: GenerationHandle) -> None:
-        """Join the model's batch. Must run on the MLX thread (inside a submitted job)."""
+    def busy(self, model_id: str) -> bool:
         batch = self._batches.get(model_id)
-        if batch is None or batch.generator.model is not model:
-            from mlx_lm.generate import BatchGenerator
+        return bool(batch and (batch.active or len(batch.queue)))
 
-            stop_tokens = [[t] for t in sorted(tokenizer.eos_token_ids)]
-            batch = _Batch(BatchGenerator(model, stop_tokens=stop_tokens, prefill_batch_size=8,
-                                          completion_batch_size=32))
-            self._batches[model_id] = batch
-        sampler = make_sampler(params.temperature, params.top_p, params.seed)
-        [uid] = batch.generator.insert([prompt], max_tokens=[params.max_tokens], samplers=[sampler])
-        batch.active[uid] = _Active(
-            handle=handle, uid=uid, model_id=model_id, detok=tokenizer.detokenizer,
-            eos=frozenset(tokenizer.eos_token_ids), stops=params.stop, prompt_tokens=len(prompt),
-            submitted=time.perf_counter(),
-        )
+    def enqueue(self, sub: Submission) -> None:
+        """Queue a request for its model's batch; it is admitted at the next turn if there is room."""
+        batch = self._batches.get(sub.model_id)
+        if batch is not None and batch.generator.model is not sub.model:
+            self.drop_model(sub.model_id)  # the model was loaded again: the old batch is stale
+            batch = None
+        if batch is None:
+            batch = _Batch(self._make_generator(sub.model, sub.tokenizer), AdmissionQueue(self.max_batch))
+            self._batches[sub.model_id] = batch
+        batch.queue.push(sub, sub.priority, time.perf_counter())
+
+    def _make_generator(self, model: Any, tokenizer: Any) -> Any:
+        from mlx_lm.generate import BatchGenerator
+
+        places = self.max_batch + high_overflow(self.max_batch)
+        # prefill_step_size is set before every step (_chunk_size); the largest value here keeps the
+        # prompt batch from splitting a chunk again inside one step.
+        return BatchGenerator(model, stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
+                              prefill_batch_size=places, completion_batch_size=places,
+                              prefill_step_size=max(CHUNK_SIZES[-1], self.prefill_chunk_tokens))
 
     def drop_model(self, model_id: str) -> None:
-        """Forget the model's batch (before unloading it); its requests end with an error."""
+        """Forget the model's batch and caches (before or after unloading it); its requests end
+        with an error."""
+        self.prompt_cache.drop_model(model_id)
         batch = self._batches.pop(model_id, None)
         if batch is not None:
-            for act in batch.active.values():
-                act.handle.deliver(UnavailableError(f"model {model_id} was unloaded during generation"))
+            gone = [a.handle for a in batch.active.values()] + [s.handle for s in batch.queue.items()]
+            for handle in gone:
+                handle.deliver(UnavailableError(f"model {model_id} was unloaded during generation"))
             batch.generator.close()
+        self._publish()
 
     def _run(self) -> None:
         while True:
-            idle = not any(b.active for b in self._batches.values())
+            idle = not any(b.active or len(b.queue) for b in self._batches.values())
             try:
                 job = self._jobs.get(block=idle)
             except queue.Empty:
@@ -210,35 +312,124 @@ class MLXWorker:
                     job = ...
             for model_id in list(self._batches):
                 batch = self._batches.get(model_id)
-                if batch is not None and batch.active:
+                if batch is None:
+                    continue
+                self._drop_cancelled(batch)
+                self._admit(model_id, batch)
+                if batch.active:
                     self._step(model_id, batch)
+            self._publish()
+
+    def _publish(self) -> None:
+        models = []
+        for model_id, b in self._batches.items():
+            seen = self._max_seen[model_id] = max(self._max_seen.get(model_id, 0), len(b.active))
+            models.append(ModelLoad(model_id, len(b.active), len(b.queue), seen))
+        cache = self.prompt_cache.published
+        self._published = WorkerSnapshot(tuple(models), cache.nbytes, cache.entries, **self._counts)
 
     def _shutdown(self) -> None:
         for model_id in list(self._batches):
             batch = self._batches.pop(model_id)
-            for act in batch.active.values():
-                act.handle.deliver(UnavailableError("the local engine was shut down"))
+            for handle in [a.handle for a in batch.active.values()] + [s.handle for s in batch.queue.items()]:
+                handle.deliver(UnavailableError("the local engine was shut down"))
             batch.generator.close()
+        self.prompt_cache.clear()
+        self._publish()
 
-    def _step(self, model_id: str, batch: _Batch) -> None:
+    def _drop_cancelled(self, batch: _Batch) -> None:
+        waiting = batch.queue.remove_if(lambda s: s.handle.cancelled.is_set())
+        if waiting:
+            self._publish()
+        for sub in waiting:
+            sub.handle.deliver(CancelledError("generation cancelled"))
         cancelled = [uid for uid, a in batch.active.items() if a.handle.cancelled.is_set()]
         if cancelled:
             batch.generator.remove(cancelled)
-            for uid in cancelled:
-                act = batch.active.pop(uid)
+            gone = [batch.active.pop(uid) for uid in cancelled]
+            self._publish()
+            for act in gone:
                 act.handle.deliver(CancelledError("generation cancelled"))
-            if not batch.active:
-                return
+
+    def _admit(self, model_id: str, batch: _Batch) -> None:
+        now = time.perf_counter()
+        while (sub := batch.queue.pop_next(len(batch.active), now)) is not None:
+            try:
+                self._insert(model_id, batch, sub, now)
+            except Exception as exc:  # one request the generator refuses must not stop the others
+                log.exception("could not start a generation on %s", model_id)
+                sub.handle.deliver(UnavailableError(f"generation failed: {type(exc).__name__}: {exc}"))
+
+    def _insert(self, model_id: str, batch: _Batch, sub: Submission, now: float) -> None:
+        hit = self.prompt_cache.fetch(model_id, sub.prompt)
+        p = sub.params
+        [uid] = batch.generator.insert(
+            [hit.rest], max_tokens=[p.max_tokens], caches=[hit.cache] if hit.cache is not None else None,
+            all_tokens=[sub.prompt[:hit.cached]], samplers=[make_sampler(p.temperature, p.top_p, p.seed)])
+        sub.handle.admitted = True
+        batch.active[uid] = _Active(
+            handle=sub.handle, uid=uid, model_id=model_id, detok=sub.tokenizer.detokenizer,
+            eos=frozenset(sub.tokenizer.eos_token_ids), stops=p.stop, prompt_tokens=len(sub.prompt),
+            received=sub.handle.received, admitted=now, load_s=sub.load_s, cached_tokens=hit.cached,
+        )
+
+    def _chunk_size(self, model_id: str, reading: int) -> int:
+        if self.prefill_chunk_tokens:
+            return self.prefill_chunk_tokens
+        per_token = self._s_per_token.get(model_id)
+        if per_token is None:
+            return FIRST_CHUNK
+        want = self.prefill_step_s / per_token / max(1, reading)
+        return max((c for c in CHUNK_SIZES if c <= want), default=CHUNK_SIZES[0])
+
+    def _step(self, model_id: str, batch: _Batch) -> None:
+        gen = batch.generator
+        reading = sum(1 for a in batch.active.values() if not a.prefilled)
+        gen.prefill_step_size = self._chunk_size(model_id, reading)
+        started = time.perf_counter()
         try:
-            responses = batch.generator.next_generated()
+            prompt_responses, responses = gen.next()
         except Exception as exc:  # one failing step must not kill the thread for every model
             log.exception("generation step failed on %s", model_id)
             self._batches.pop(model_id, None)
+            gen.close()
             for act in batch.active.values():
                 act.handle.deliver(UnavailableError(f"generation failed: {type(exc).__name__}: {exc}"))
+            for sub in batch.queue.items():
+                sub.handle.deliver(UnavailableError(f"generation failed: {type(exc).__name__}: {exc}"))
             return
+        elapsed = time.perf_counter() - started
+        self._counts["steps"] += 1
+        chunks = read = 0
+        for pr in prompt_responses:
+            act = batch.active.get(pr.uid)
+            if act is None:
+                continue
+            if pr.end_of_prompt:
+                act.prefilled = True
+                continue
+            chunks += 1
+            read += pr.progress[0] - act.read_tokens
+            act.read_tokens = pr.progress[0]
+            act.prefill_chunks += 1
+            act.handle.prefill_chunks = act.prefill_chunks
+            if act.handle.on_prefill_chunk is not None:
+                act.handle.on_prefill_chunk(act.prefill_chunks)
+        if read > 0:
+            # The step's time over the prompt tokens it read (the decode step it also ran for the
+            # others is counted in: this errs towards smaller chunks).
+            measured = elapsed / read
+            known = self._s_per_token.get(model_id)
+            self._s_per_token[model_id] = measured if known is None else (known + measured) / 2
+        self._counts["prefill_chunks"] += chunks
+        if chunks and responses:
+            self._counts["interleaved_steps"] += 1
+        self._take_tokens(model_id, batch, responses)
+
+    def _take_tokens(self, model_id: str, batch: _Batch, responses: list[Any]) -> None:
         now = time.perf_counter()
-        finished_early: list[int] = []
+        finals: list[tuple[_Active, str]] = []
+        stopped_by_text: list[_Active] = []
         for r in responses:
             act = batch.active.get(r.uid)
             if act is None:
@@ -253,19 +444,41 @@ class MLXWorker:
             if r.finish_reason is not None:
                 act.detok.finalize()
                 act.text += act.detok.last_segment
-                reason = "stop" if r.finish_reason == "stop" else "length"
                 if r.token in act.eos:
                     act.tokens -= 1  # the end-of-turn token is not part of the answer
-                self._emit(act, final=True, reason=reason)
                 batch.active.pop(r.uid, None)
+                self._keep_cache(model_id, r.all_tokens, r.prompt_cache)
+                finals.append((act, "stop" if r.finish_reason == "stop" else "length"))
             elif self._emit(act, final=False, reason=None):
-                finished_early.append(r.uid)
+                stopped_by_text.append(act)
                 batch.active.pop(r.uid, None)
-        if finished_early:
-            batch.generator.remove(finished_early)
+        if stopped_by_text:
+            kept = batch.generator.remove([a.uid for a in stopped_by_text],
+                                          return_prompt_caches=self.prompt_cache.enabled)
+            for cache, tokens in kept.values():
+                self._keep_cache(model_id, tokens, cache)
+        if finals or stopped_by_text:
+            # Publish first: whoever reads a final chunk finds its place free and its cache kept.
+            self._publish()
+        for act, reason in finals:
+            self._emit(act, final=True, reason=reason)
+        for act in stopped_by_text:
+            self._finish(act, "stop")
+
+    def _keep_cache(self, model_id: str, tokens: list[int] | None, cache: list[Any] | None) -> None:
+        """Store a finished sequence's cache (it holds exactly `tokens`) for the next turn."""
+        if not self.prompt_cache.enabled or not tokens or not cache:
+            return
+        import mlx.core as mx
+
+        # Materialise the copy now, so the batch's large arrays are not kept alive through it.
+        mx.eval([c.state for c in cache])
+        self.prompt_cache.insert(model_id, list(tokens), cache)
+        self.prompt_cache.trim_to(self._cache_room())
 
     def _emit(self, act: _Active, *, final: bool, reason: str | None) -> bool:
-        """Send what is safe to send; True if a stop string ended the generation."""
+        """Send what is safe to send; True if a stop string ended the generation (the caller then
+        finishes it)."""
         if act.stops:
             window_start = max(0, act.sent - max(len(s) for s in act.stops) + 1)
             hits = [i for i in (act.text.find(s, window_start) for s in act.stops) if i >= 0]
@@ -274,7 +487,6 @@ class MLXWorker:
                 if cut > act.sent:
                     act.handle.deliver(act.text[act.sent:cut])
                 act.sent = cut
-                self._finish(act, "stop")
                 return True
             safe = len(act.text) if final else len(act.text) - max(len(s) for s in act.stops) + 1
         else:
@@ -288,10 +500,10 @@ class MLXWorker:
 
     def _finish(self, act: _Active, reason: str) -> None:
         act.done = True
-        ttft = (act.first_at - act.submitted) if act.first_at is not None else None
+        ttft = (act.first_at - act.received) if act.first_at is not None else None
         tps = None
         if act.first_at is not None and act.last_at is not None and act.tokens > 1 and act.last_at > act.first_at:
             tps = (act.tokens - 1) / (act.last_at - act.first_at)
-        act.handle.deliver(Finished(reason, act.prompt_tokens, act.tokens, ttft, tps))
-
-
+        queued = max(0.0, act.admitted - act.received - act.load_s) if act.admitted else None
+        act.handle.deliver(Finished(reason, act.prompt_tokens, act.tokens, ttft, tps, queued, act.load_s,
+                                    act.cached_tokens, act.prefill_chunks))

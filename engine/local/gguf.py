@@ -8,10 +8,11 @@ vocabulary and merges with the `tokenizers` library; the chat template comes fro
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from engine.local.gguf_header import GGUFHeaderError, TYPE_BITS, read_header
+from engine.local.gguf_header import TYPE_BITS, GGUFHeaderError, read_header
 from engine.types import CancelledError, ModelNotFoundError, RejectedError
 
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -179,7 +180,7 @@ def _mlx_name(gguf_name: str) -> str:
 
 
 def _build_llama(mx: Any, weights: dict[str, Any], meta: dict[str, Any], path: Path, dequantize: bool) -> Any:
-    import mlx.nn as nn
+    from mlx.nn.layers.quantized import quantize  # not via mlx.nn: mypy misses that re-export
     from mlx_lm.models import llama
 
     args = _hparams(meta, path)
@@ -198,8 +199,9 @@ def _build_llama(mx: Any, weights: dict[str, Any], meta: dict[str, Any], path: P
             w = mapped[module + ".weight"]
             bits = w.shape[-1] * 32 // (mapped[name].shape[-1] * GGUF_GROUP_SIZE)
             if dequantize:
-                full = mx.dequantize(w, mapped[name], mapped.pop(module + ".biases"),
-                                     group_size=GGUF_GROUP_SIZE, bits=bits)
+                full = mx.dequantize(
+                    w, mapped[name], mapped.pop(module + ".biases"), group_size=GGUF_GROUP_SIZE, bits=bits
+                )
                 mapped[module + ".weight"] = full.astype(mx.float32)
                 del mapped[name]
             else:
@@ -212,12 +214,13 @@ def _build_llama(mx: Any, weights: dict[str, Any], meta: dict[str, Any], path: P
 
     model = llama.Model(llama.ModelArgs(**args))
     if quantized:
+
         def predicate(p: str, m: Any) -> Any:
             if p in quantized:
                 return {"group_size": GGUF_GROUP_SIZE, "bits": quantized[p]}
             return False
 
-        nn.quantize(model, group_size=GGUF_GROUP_SIZE, bits=4, class_predicate=predicate)
+        quantize(model, group_size=GGUF_GROUP_SIZE, bits=4, class_predicate=predicate)
     try:
         model.load_weights(list(mapped.items()), strict=True)
     except ValueError as exc:
@@ -230,7 +233,8 @@ def _build_llama(mx: Any, weights: dict[str, Any], meta: dict[str, Any], path: P
 
 # GPT-2's split, and the llama-3 one ("llama-bpe"), as tokenizers' Split patterns.
 _LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 
@@ -255,12 +259,15 @@ def build_tokenizer(meta: dict[str, Any], path: Path | None = None) -> Any:
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
     elif pre in ("llama-bpe", "llama3"):
         tok.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"), byte_level])
+            [pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"), byte_level]
+        )
     else:
         tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     # Control (3) and user-defined (4) tokens must never be split by the BPE.
-    specials = [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty in (3, 4)]
+    specials = [
+        AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types, strict=False) if ty in (3, 4)
+    ]
     tok.add_special_tokens(specials)
 
     def token(key: str) -> str | None:
@@ -268,7 +275,7 @@ def build_tokenizer(meta: dict[str, Any], path: Path | None = None) -> Any:
         return tokens[int(idx)] if idx is not None and 0 <= int(idx) < len(tokens) else None
 
     template = meta.get("tokenizer.chat_template")
-    hf = PreTrainedTokenizerFast(
+    hf = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers has no annotations here
         tokenizer_object=tok,
         bos_token=token("bos"),
         eos_token=token("eos"),

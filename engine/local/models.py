@@ -1,6 +1,9 @@
 """Resident models under a memory budget, least recently used evicted first.
 
-Every method here runs on the MLX thread (generation.MLXWorker); nothing else touches models.
+The budget covers the models and the stored prompt caches (prompt_cache.py); when room is
+needed the caches go first (least recently used), then whole models. Every method here runs on
+the MLX thread (generation.MLXWorker); other threads read `published`, an immutable snapshot
+replaced after every change.
 """
 
 from __future__ import annotations
@@ -8,12 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.config import EngineConfig
 from engine.local.discovery import ModelInfo
+from engine.local.prompt_cache import PromptCacheStore
 from engine.types import CancelledError, ModelNotFoundError, RejectedError, UnavailableError
 
 
@@ -45,10 +50,28 @@ class LoadedModelInfo:
 
 @dataclass(frozen=True)
 class MemorySnapshot:
-    loaded: list[LoadedModelInfo]
-    used_bytes: int
+    loaded: list[LoadedModelInfo]  # a fresh list for each caller
+    used_bytes: int  # models plus stored prompt caches
     budget_bytes: int
     blas: str
+    prompt_cache_bytes: int = 0  # the stored prompt caches' share of used_bytes
+    prompt_cache_entries: int = 0
+    prompt_cache_limit_bytes: int = 0  # the prompt_cache_bytes setting (0: caching off)
+
+    @property
+    def model_bytes(self) -> int:
+        return self.used_bytes - self.prompt_cache_bytes
+
+
+@dataclass(frozen=True)
+class ModelsSnapshot:
+    """The resident models, as the MLX thread last published them."""
+
+    loaded: tuple[LoadedModelInfo, ...] = ()
+    model_bytes: int = 0
+
+    def has(self, model_id: str) -> bool:
+        return any(m.id == model_id for m in self.loaded)
 
 
 class ModelLoadError(UnavailableError):
@@ -69,10 +92,15 @@ def _param_bytes(model: Any) -> int:
 
 
 class ModelManager:
-    def __init__(self, config: EngineConfig, busy: Callable[[str], bool] = lambda model_id: False) -> None:
+    def __init__(self, config: EngineConfig, busy: Callable[[str], bool] = lambda model_id: False, *,
+                 prompt_cache: PromptCacheStore | None = None,
+                 on_unload: Callable[[str], None] = lambda model_id: None) -> None:
         self.config = config
         self._busy = busy
+        self._cache = prompt_cache if prompt_cache is not None else PromptCacheStore(0)
+        self._on_unload = on_unload
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self.published = ModelsSnapshot()
 
     def get(self, info: ModelInfo, progress: ProgressFn | None = None,
             cancel: threading.Event | None = None) -> LoadedModel:
@@ -81,6 +109,7 @@ class ModelManager:
         if hit is not None:
             hit.last_used = time.time()
             self._loaded.move_to_end(info.id)
+            self._publish()
             return hit
         budget = self.config.memory_budget_bytes
         if info.est_memory_bytes > budget:
@@ -93,14 +122,17 @@ class ModelManager:
         self._loaded[info.id] = loaded
         # The estimate may have been low: settle the budget with the real size.
         self._make_room(0)
+        self._publish()
         return loaded
 
     def _make_room(self, needed: int) -> None:
+        """Free memory for `needed` more bytes: stored prompt caches first, then idle models."""
         budget = self.config.memory_budget_bytes
+        self._cache.trim_to(budget - self.model_bytes() - needed)
         for model_id in list(self._loaded):
             if self.used_bytes() + needed <= budget:
                 return
-            if self._busy(model_id) or len(self._loaded) == 1 and needed == 0:
+            if self._busy(model_id) or (len(self._loaded) == 1 and needed == 0):
                 continue
             self.unload(model_id)
 
@@ -147,18 +179,36 @@ class ModelManager:
         loaded = self._loaded.pop(model_id, None)
         if loaded is None:
             return False
+        # Its batch and prompt caches reference the weights and are worth nothing without them.
+        self._on_unload(model_id)
+        self._cache.drop_model(model_id)
         del loaded
         import mlx.core as mx
 
         mx.clear_cache()
+        self._publish()
         return True
 
     def is_loaded(self, model_id: str) -> bool:
         return model_id in self._loaded
 
-    def used_bytes(self) -> int:
+    def model_bytes(self) -> int:
         return sum(m.bytes for m in self._loaded.values())
 
+    def used_bytes(self) -> int:
+        return self.model_bytes() + self._cache.nbytes
+
+    def cache_room(self) -> int:
+        """Bytes the stored prompt caches may take: the budget left over by the models, at most the
+        prompt_cache_bytes setting."""
+        return max(0, min(self._cache.limit_bytes, self.config.memory_budget_bytes - self.model_bytes()))
+
     def snapshot(self, blas: str) -> MemorySnapshot:
+        """The current numbers, read on the MLX thread (other threads use LocalEngine.memory())."""
         loaded = [LoadedModelInfo(m.info.id, m.bytes, m.loaded_at, m.last_used) for m in self._loaded.values()]
-        return MemorySnapshot(loaded, sum(m.bytes for m in loaded), self.config.memory_budget_bytes, blas)
+        return MemorySnapshot(loaded, self.used_bytes(), self.config.memory_budget_bytes, blas,
+                              self._cache.nbytes, self._cache.entries, self._cache.limit_bytes)
+
+    def _publish(self) -> None:
+        loaded = tuple(LoadedModelInfo(m.info.id, m.bytes, m.loaded_at, m.last_used) for m in self._loaded.values())
+        self.published = ModelsSnapshot(loaded, sum(m.bytes for m in loaded))

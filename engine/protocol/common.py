@@ -1,10 +1,11 @@
-"""Validation shared by the OpenAI and Anthropic request parsers."""
+"""Validation and message shaping shared by the OpenAI, Anthropic and Responses translations."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from engine.types import RejectedError, ToolSpec
+from engine.types import Message, RejectedError, ToolSpec
 
 
 def bad(field: str, why: str) -> RejectedError:
@@ -37,3 +38,31 @@ def parse_stream_flag(body: dict[str, Any]) -> bool:
     if not isinstance(stream, bool):
         raise bad("stream", "must be a boolean")
     return stream
+
+
+def fold_system_turns(messages: list[Message], *, keep_leading: bool = True) -> list[Message]:
+    """System turns moved to the nearest place a strict chat template allows.
+
+    The leading system turns stay one system turn (when `keep_leading`); every later one becomes
+    user text at its own position, merged with the adjacent user turn so that user and assistant
+    turns still alternate. Nothing is dropped and the order of the words is kept.
+    """
+    out: list[Message] = []
+    start = 0
+    while start < len(messages) and messages[start].role == "system":
+        start += 1
+    lead = "\n\n".join(m.content for m in messages[:start] if m.content)
+    if lead and keep_leading:
+        out.append(Message(role="system", content=lead))
+    elif lead:
+        out.append(Message(role="user", content=lead))
+    for m in messages[start:]:
+        if m.role == "system":
+            m = Message(role="user", content=m.content)
+        prev = out[-1] if out else None
+        if m.role == "user" and prev is not None and prev.role == "user":
+            text = "\n\n".join(t for t in (prev.content, m.content) if t)
+            out[-1] = replace(prev, content=text, attachments=prev.attachments + m.attachments)
+        else:
+            out.append(m)
+    return out

@@ -95,10 +95,26 @@ def _tool_choice_from(choice: Any) -> Any:
 # ---------------------------------------------------------------- requests
 
 
+def _content_to(m: Message, i: int) -> Any:
+    """Text, or text and image parts; what an OpenAI chat message cannot hold is a 400."""
+    text = f"Error: {m.content}" if m.is_error else m.content
+    if not m.attachments:
+        return text
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    for a in m.attachments:
+        if a.kind != "image" or m.role != "user":
+            where = "a tool result" if m.role == "tool" else "a message"
+            raise bad(f"messages[{i}].content", f"{a.kind} content in {where} cannot be sent to an OpenAI-style "
+                      "backend; route this model to an anthropic backend")
+        parts.append({"type": "image_url", "image_url": {"url": a.url or f"data:{a.media_type};base64,{a.data}"}})
+    return parts
+
+
 def request_to_openai(req: ChatRequest, *, max_tokens_field: str = "max_tokens") -> dict[str, Any]:
+    """System turns stay where they are (OpenAI takes them anywhere); images become image_url parts."""
     messages: list[dict[str, Any]] = []
-    for m in req.messages:
-        out: dict[str, Any] = {"role": m.role, "content": m.content}
+    for i, m in enumerate(req.messages):
+        out: dict[str, Any] = {"role": m.role, "content": _content_to(m, i)}
         if m.tool_calls:
             out["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}

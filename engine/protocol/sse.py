@@ -7,8 +7,9 @@ into garbage must be an error of the stream, so the few lines of the reader live
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 
 class SSEFormatError(ValueError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from engine.types import Chunk, EngineError, Message, ChatRequest
@@ -75,6 +77,24 @@ def closed_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+_TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN"}
+
+
+def client_socket_states(port: int) -> list[str]:
+    """TCP states of this machine's client-side sockets connected to 127.0.0.1:`port`."""
+    proc = Path("/proc/net/tcp")
+    if proc.exists():  # Linux
+        states = []
+        for line in proc.read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[2].split(":")[1], 16) == port:
+                states.append(_TCP_STATES.get(fields[3], fields[3]))
+        return states
+    out = subprocess.run(["netstat", "-an", "-p", "tcp"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[-1].replace("-", "_") for line in out.splitlines()
+            if len(line.split()) >= 6 and line.split()[4].endswith(f".{port}")]
 
 
 class EventLog:

@@ -61,12 +61,9 @@ async def test_open_after_fail_max_then_fast_fail_without_the_server(
     assert log.transitions() == [("closed", "open")]
     assert log.events[0].backend == flavour.name and "500" in (log.events[0].last_error or "")
 
-    stream = backend.stream(chat())
-    started = time.perf_counter()
+    # Fails fast, checked structurally (no request sent, no attempt made), not by a timing of a few ms.
     with pytest.raises(UnavailableError) as info:
-        await anext(stream)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.005
+        await anext(backend.stream(chat()))
     assert fake_upstream.count() == 6
     assert info.value.attempts == 0 and info.value.backend == flavour.name
     assert "circuit breaker open" in info.value.message

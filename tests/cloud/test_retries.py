@@ -152,38 +152,73 @@ async def test_connection_refused_is_unavailable_and_counted(flavour: Flavour, f
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
-async def test_server_that_never_answers_hits_the_first_byte_timeout(
+async def test_a_server_that_never_answers_fails_at_the_deadline_and_is_never_resent(
     flavour: Flavour, fake_upstream: FakeUpstream, make
 ) -> None:
-    fake_upstream.set_default(flavour.path, Reply(delay=30))
-    backend = make(flavour, retries=1, first_byte_timeout=0.4)
+    fake_upstream.set_default(flavour.path, Reply(delay=3600))
+    backend = make(flavour, retries=2, deadline=1.0)
     started = time.perf_counter()
     chunks, error = await consume(backend.stream(chat()))
     elapsed = time.perf_counter() - started
     assert chunks == []
     assert isinstance(error, UnavailableError)
-    assert "first-byte timeout" in error.message
-    assert error.attempts == 2
-    assert fake_upstream.count(flavour.path) == 2
-    assert elapsed < 10
+    assert "no first token within the deadline (1 s)" in error.message
+    # The upstream got the POST and may be working on it: it is not sent again.
+    assert error.attempts == 1 and fake_upstream.count(flavour.path) == 1
+    assert 1.0 <= elapsed <= 1.5
     assert backend.snapshot().consecutive_failures == 1
-    assert await fake_upstream.await_disconnects(2, timeout=5)
+    # Giving up closed the connection: the upstream saw the client leave.
+    assert await fake_upstream.await_disconnects(1, timeout=5)
 
 
-async def test_a_slow_first_byte_within_the_limit_is_fine(fake_upstream: FakeUpstream, make) -> None:
-    fake_upstream.script(OPENAI.path, Reply(delay=0.3))
-    chunks, error = await consume(make(OPENAI, first_byte_timeout=3).stream(chat()))
-    assert error is None and text_of(chunks) == OPENAI.default_text
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
+async def test_retry_after_beyond_the_deadline_fails_at_once_and_counts(
+    flavour: Flavour, fake_upstream: FakeUpstream, make
+) -> None:
+    fake_upstream.set_default(flavour.path, Reply(status=429, headers={"Retry-After": "100"}))
+    backend = make(flavour, retries=3, deadline=2.0)
+    started = time.perf_counter()
+    _, error = await consume(backend.stream(chat()))
+    elapsed = time.perf_counter() - started
+    assert isinstance(error, UnavailableError) and error.status == 429
+    assert "asked to wait 100 s, past the first-token deadline" in error.message
+    assert fake_upstream.count() == 1
+    assert elapsed <= 2.5  # well inside: no waiting for a retry that cannot come in time
+    assert backend.snapshot().consecutive_failures == 1
+
+
+async def test_retries_of_one_step_stay_inside_its_deadline(fake_upstream: FakeUpstream, make) -> None:
+    fake_upstream.set_default(OPENAI.path, 503)
+    backend = make(OPENAI, retries=20, backoff_factor=0.2, max_backoff_wait=5.0, deadline=1.5)
+    started = time.perf_counter()
+    _, error = await consume(backend.stream(chat()))
+    elapsed = time.perf_counter() - started
+    assert isinstance(error, UnavailableError)
+    assert 1 < fake_upstream.count() < 21  # retried, but not all 20 retries: the deadline came first
+    assert elapsed <= 2.0
+
+
+async def test_headers_without_a_first_token_fail_at_the_deadline(fake_upstream: FakeUpstream, make) -> None:
+    # The role chunk carries no token: the stream is open but nothing is said.
+    fake_upstream.script(OPENAI.path, Reply(stream=OPENAI.text_stream("never said"), stall_after=1))
+    backend = make(OPENAI, deadline=0.8, idle_timeout=30)
+    _, error = await consume(backend.stream(chat()))
+    assert isinstance(error, UnavailableError) and "no first token within the deadline" in error.message
     assert fake_upstream.count() == 1
 
 
-async def test_total_timeout_covers_the_retries(fake_upstream: FakeUpstream, make) -> None:
-    fake_upstream.set_default(OPENAI.path, Reply(status=503, headers={"Retry-After": "3"}))
-    backend = make(OPENAI, retries=5, total_timeout=1.0)
-    started = time.perf_counter()
-    _, error = await consume(backend.stream(chat()))
-    assert isinstance(error, UnavailableError) and "total timeout" in error.message
-    assert time.perf_counter() - started < 5
+async def test_the_deadline_ends_at_the_first_token(fake_upstream: FakeUpstream, make) -> None:
+    words = " ".join(f"w{i}" for i in range(12))
+    fake_upstream.script(OPENAI.path, Reply(stream=OPENAI.text_stream(words), chunk_delay=0.1))
+    backend = make(OPENAI, deadline=0.5)
+    chunks, error = await consume(backend.stream(chat()))
+    assert error is None and text_of(chunks) == words  # a 1.3 s answer, past the 0.5 s deadline
+
+
+async def test_a_slow_first_byte_within_the_deadline_is_fine(fake_upstream: FakeUpstream, make) -> None:
+    fake_upstream.script(OPENAI.path, Reply(delay=0.3))
+    chunks, error = await consume(make(OPENAI, deadline=3).stream(chat()))
+    assert error is None and text_of(chunks) == OPENAI.default_text
     assert fake_upstream.count() == 1
 
 
@@ -211,7 +246,7 @@ async def test_invalid_request_is_rejected_before_any_network(fake_upstream: Fak
 def test_cloud_config_validates_and_defaults() -> None:
     cfg = CloudConfig(name="o", kind="openai", base_url="https://api.openai.com/v1")
     assert (cfg.retries, cfg.backoff_factor, cfg.max_backoff_wait) == (2, 0.5, 30.0)
-    assert (cfg.connect_timeout, cfg.first_byte_timeout, cfg.idle_timeout, cfg.total_timeout) == (5.0, 60.0, 60.0, 600.0)
+    assert (cfg.connect_timeout, cfg.deadline, cfg.idle_timeout, cfg.total_timeout) == (3.0, 15.0, 60.0, 600.0)
     assert (cfg.fail_max, cfg.reset_timeout, cfg.extra_headers, cfg.default_model) == (5, 30.0, {}, None)
     with pytest.raises(ValueError, match="kind"):
         CloudConfig(name="o", kind="gemini", base_url="https://x")  # type: ignore[arg-type]
@@ -221,6 +256,8 @@ def test_cloud_config_validates_and_defaults() -> None:
         CloudConfig(name="o", kind="openai", base_url="https://x", fail_max=0)
     with pytest.raises(ValueError, match="idle_timeout"):
         CloudConfig(name="o", kind="openai", base_url="https://x", idle_timeout=0)
+    with pytest.raises(ValueError, match="deadline"):
+        CloudConfig(name="o", kind="openai", base_url="https://x", deadline=-1)
 
 
 async def test_default_model_replaces_the_default_alias(fake_upstream: FakeUpstream, make) -> None:

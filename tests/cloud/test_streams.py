@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from engine.types import UnavailableError, collect
-from tests.cloud import ANTHROPIC, API_KEY, FLAVOURS, OPENAI, Flavour, chat, consume, text_of
+from tests.cloud import ANTHROPIC, API_KEY, FLAVOURS, OPENAI, Flavour, chat, client_socket_states, consume, text_of
 from tests.fixtures.fake_upstream import FakeUpstream, Reply, anthropic_error_event
 
 pytestmark = pytest.mark.timeout(60)
@@ -63,9 +63,10 @@ async def test_non_streaming_request_gives_the_same_chunk_shape(
     backend = make(flavour)
     chunks, error = await consume(backend.stream(chat("model-y", stream=False)))
     assert error is None
-    assert fake_upstream.requests[0].json["stream"] is False
+    # Streamed upstream all the same: a first token to hold the deadline to, and a close stops it.
+    assert fake_upstream.requests[0].json["stream"] is True
     assert len(chunks) >= 2
-    assert chunks[0].text == flavour.default_text
+    assert text_of(chunks) == flavour.default_text
     assert chunks[-1].finish_reason == "stop" and chunks[-1].usage is not None
     assert chunks[-1].usage.prompt_tokens == 5 and chunks[-1].usage.completion_tokens == 7
     result = await collect(backend.stream(chat("model-y", stream=False)))
@@ -301,3 +302,24 @@ async def test_many_concurrent_streams(flavour: Flavour, fake_upstream: FakeUpst
     assert sorted(c[0].model for c, _ in results) == sorted(f"m{i}" for i in range(20))
     snap = backend.snapshot()
     assert (snap.requests, snap.errors, len(snap.recent_latencies_s)) == (20, 0, 20)
+
+
+async def test_connections_are_reused_and_none_stays_in_close_wait(fake_upstream_factory) -> None:
+    from engine.cloud import make_cloud_backend
+
+    upstream = fake_upstream_factory(keep_alive=0.3)
+    backend = make_cloud_backend(upstream.openai_config(), API_KEY)
+    try:
+        for _ in range(3):
+            assert (await collect(backend.stream(chat()))).text == OPENAI.default_text
+        assert client_socket_states(upstream.port) == ["ESTABLISHED"]  # one connection for all three
+        # The upstream closes the idle connection after 0.3 s; ours must follow, not sit in CLOSE_WAIT.
+        for _ in range(100):
+            states = client_socket_states(upstream.port)
+            if "ESTABLISHED" not in states and "CLOSE_WAIT" not in states:
+                break
+            await asyncio.sleep(0.05)
+        assert "CLOSE_WAIT" not in states and "ESTABLISHED" not in states, states
+        assert (await collect(backend.stream(chat()))).text == OPENAI.default_text  # and a new one works
+    finally:
+        await backend.aclose()

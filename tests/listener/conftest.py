@@ -13,7 +13,7 @@ from router.serve import Listener
 from router.store import BackendRecord
 from router.workbench import Workbench
 
-FAST = {"retries": 0, "backoff_factor": 0.01, "connect_timeout": 2.0, "first_byte_timeout": 5.0,
+FAST = {"retries": 0, "backoff_factor": 0.01, "connect_timeout": 2.0, "deadline": 5.0,
         "idle_timeout": 2.0, "total_timeout": 20.0, "fail_max": 3, "reset_timeout": 30.0}
 UPSTREAM_KEY = "sk-upstream-0123456789abcdefghijklmn"
 
@@ -23,6 +23,7 @@ async def workbench(tmp_path: Path, tiny_models_dir: Path, fake_upstream):
     cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "data", model_dirs=[tiny_models_dir],
                                         scan_hf_cache=False))
     wb = Workbench.open(cfg)
+    wb.store.set_cloud_routing(True)  # off in a new data directory
     wb.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url, dict(FAST)))
     wb.store.save_backend(BackendRecord("anthropic", "anthropic", fake_upstream.anthropic_url, dict(FAST)))
     wb.secrets.set("openai", UPSTREAM_KEY)

@@ -174,7 +174,7 @@ async def test_client_disconnect_cancels_local_generation(listener, workbench) -
         await asyncio.sleep(0.02)
     assert workbench.local._worker.active_count() == 0
     rows = workbench.store.recent_requests()
-    assert rows[0].status == "cancelled"
+    assert rows[0].status == "client_gone"
 
 
 async def test_client_disconnect_closes_the_upstream_request(listener, fake_upstream) -> None:

@@ -36,13 +36,13 @@ def _req(*messages: Message, **kw) -> ChatRequest:
     return ChatRequest(model="claude-x", messages=list(messages), **kw)
 
 
-def test_system_hoisted_and_consecutive_roles_merged_and_max_tokens_default():
+def test_leading_system_hoisted_later_one_kept_in_place_consecutive_roles_merged_and_max_tokens_default():
     body = request_to_anthropic(_req(
         Message("system", "rule 1"), Message("user", "a"), Message("system", "rule 2"), Message("user", "b"),
         Message("assistant", "c"), Message("assistant", "d")))
-    assert body["system"] == "rule 1\n\nrule 2"
+    assert body["system"] == "rule 1"
     assert body["messages"] == [
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "user", "content": "a\n\nrule 2\n\nb"},
         {"role": "assistant", "content": [{"type": "text", "text": "c"}, {"type": "text", "text": "d"}]},
     ]
     assert body["max_tokens"] == 4096
@@ -135,12 +135,16 @@ def test_request_from_anthropic_blocks_system_blocks_tool_use_and_results():
     ({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "max_tokens: is required"),
     ({"model": "m", "max_tokens": "5", "messages": [{"role": "user", "content": "x"}]}, "max_tokens:"),
     ({"model": "m", "max_tokens": 5, "messages": []}, "messages:"),
-    ({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "messages[0].role:"),
+    ({"model": "m", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role:"),
+    ({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": [{"type": "image"}]}]},
+     "messages[0].content[0].type:"),
     ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": 3}]}, "messages[0].content:"),
     ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"text": "x"}]}]},
      "messages[0].content[0]:"),
     ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
-     "messages[0].content[0].type:"),
+     "messages[0].content[0].source.type:"),
+    ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t", "is_error": "yes"}]}]}, "messages[0].content[0].is_error:"),
     ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "stop_sequences": "X"},
      "stop_sequences:"),
     ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{}]}, "tools[0].name:"),

@@ -110,3 +110,17 @@ def test_unknown_fallback_backend_is_refused() -> None:
         validate_rule(Rule("x", "local", fallbacks=[Step("ghost")]), known_backends={"local", "openai"})
     with pytest.raises(RuleError, match="invalid regular expression: .*"):
         validate_rule(Rule("re:(unclosed", "local"))
+
+
+def test_cloud_routing_off_skips_every_step_but_the_local_engine() -> None:
+    rules = [Rule("m", "openai", id=1, fallbacks=[Step("local"), Step("anthropic"), Step("gone")])]
+    states = {"local": "closed", "openai": "open", "anthropic": "closed"}
+    on = explain(rules, "m", "local", states)
+    assert [(s.backend, s.skipped, s.reason) for s in on.chain] == [
+        ("openai", True, "breaker open"), ("local", False, None), ("anthropic", False, None),
+        ("gone", True, "no such backend")]
+    off = explain(rules, "m", "local", states, cloud_routing=False)
+    assert [(s.backend, s.skipped, s.reason) for s in off.chain] == [
+        ("openai", True, "cloud routing is off"), ("local", False, None),
+        ("anthropic", True, "cloud routing is off"), ("gone", True, "no such backend")]
+    assert "anthropic/m (skipped: cloud routing is off)" in off.summary()

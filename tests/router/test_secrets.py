@@ -30,10 +30,16 @@ class LockedKeyring(KeyringBackend):
         raise KeyringError("collection is locked")
 
 
-@pytest.mark.parametrize("name,var", [
-    ("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY"), ("listener", "MLXWB_LISTENER_KEY"),
-    ("my-vllm", "MLXWB_KEY_MY_VLLM"), ("groq.eu 2", "MLXWB_KEY_GROQ_EU_2"),
-])
+@pytest.mark.parametrize(
+    "name,var",
+    [
+        ("openai", "OPENAI_API_KEY"),
+        ("anthropic", "ANTHROPIC_API_KEY"),
+        ("listener", "MLXWB_LISTENER_KEY"),
+        ("my-vllm", "MLXWB_KEY_MY_VLLM"),
+        ("groq.eu 2", "MLXWB_KEY_GROQ_EU_2"),
+    ],
+)
 def test_env_var_names(name: str, var: str) -> None:
     assert env_var_for(name) == var
     own = "MLXWB_KEY_" + "".join(c if c.isalnum() else "_" for c in name).upper()
@@ -49,6 +55,7 @@ def test_own_var_wins_over_the_well_known_one_and_both_beat_keyring(memory_keyri
     assert Secrets(env={"OPENAI_API_KEY": "shared"}).get("openai-eu") is None
     assert Secrets(env={}).get("openai") == "from-keyring"
     assert Secrets(env={"OPENAI_API_KEY": ""}).source("openai") == "keyring"  # empty var = unset
+    assert Secrets(env={"MLXWB_KEY_MY_VLLM": "k"}).get("my-vllm") == "k"
 
 
 def test_status_reports_sources_never_keys(memory_keyring) -> None:

@@ -12,7 +12,19 @@ from pathlib import Path
 import pytest
 
 from router.rules import Rule, Step
-from router.store import SCHEMA_VERSION, BackendRecord, Conversation, RequestRecord, Store, StoreError
+from router.store import (
+    SCHEMA_VERSION,
+    BackendRecord,
+    Conversation,
+    RequestRecord,
+    RetryPolicy,
+    Store,
+    StoreBusyError,
+    StoreError,
+    StoreFullError,
+    WriteFailed,
+)
+from tests.router.storage_fixtures import FullDiskStore, hold_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -277,3 +289,108 @@ def test_two_stores_interleave_writes_without_locking_errors(tmp_path: Path) -> 
     assert len(a.list_rules()) == 20 and len(b.recent_requests(limit=100)) == 20
     a.close()
     b.close()
+
+
+# ---------------------------------------------------------------- errors that are not damage
+
+
+def test_full_disk_is_a_full_error_and_the_data_stays(tmp_path: Path) -> None:
+    path = tmp_path / "wb.db"
+    s = Store.open(path)
+    kept = [s.add_rule(Rule(f"kept-{i}", "local")).id for i in range(3)]
+    s.db.execute(f"PRAGMA max_page_count = {s.db.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(StoreFullError, match="could not save the rule .* is full .* intact") as exc:
+        for i in range(10000):
+            kept.append(s.add_rule(Rule(f"more-{i}-" + "z" * 500, "local")).id)
+    assert exc.value.kind == "full"
+    with pytest.raises(StoreFullError, match="could not save the conversation"):
+        s.save_conversation(Conversation("big", "m", [{"role": "user", "content": "q" * 20000}]))
+    assert [r.id for r in s.list_rules()] == kept  # reads still work, nothing half-written
+    s.close()
+    assert [p.name for p in tmp_path.iterdir() if ".corrupt" in p.name] == []
+    again = Store.open(path)  # space is back: a connection without the limit
+    assert again.notices == [] and [r.id for r in again.list_rules()] == kept
+    again.add_rule(Rule("after", "local"))
+    again.close()
+
+
+def test_a_lock_held_a_moment_is_waited_out(tmp_path: Path) -> None:
+    path = tmp_path / "wb.db"
+    Store.open(path).close()
+    holder = hold_lock(path, 1.0)
+    s = Store.open(path)
+    rule = s.add_rule(Rule("waited", "local"))  # BEGIN IMMEDIATE: the busy timeout applies
+    assert holder.wait(timeout=60) == 0
+    patterns = [r.pattern for r in s.list_rules()]
+    assert "waited" in patterns and len(patterns) == 51 and rule.id
+    s.close()
+
+
+def test_a_lock_held_past_the_policy_is_a_busy_error_and_nothing_changes(tmp_path: Path) -> None:
+    path = tmp_path / "wb.db"
+    Store.open(path).close()
+    s = Store.open(path, policy=RetryPolicy(busy_timeout_s=0.2, attempts=2, pause_s=0.01))
+    holder = hold_lock(path, 60)
+    try:
+        with pytest.raises(StoreBusyError, match="could not save the rule 'late': .* locked by another process"):
+            s.add_rule(Rule("late", "local"))
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert s.list_rules() == []
+    s.close()
+
+
+# ---------------------------------------------------------------- the writer thread
+
+
+async def test_log_request_later_returns_at_once_and_readers_see_the_row(store: Store) -> None:
+    future = store.log_request_later(RequestRecord("tui", "canonical", "m1", request_id="a1"))
+    [row] = store.recent_requests()  # read-your-writes: waits for what this store handed over
+    assert future.done() and future.result() == row.id and row.request_id == "a1"
+    assert store.writer.written == 1 and store.writer.failed == 0
+
+
+async def test_writer_reports_a_failed_write_on_the_loop_and_in_the_log(tmp_path: Path, caplog) -> None:
+    import asyncio
+    import logging
+    import threading
+
+    s = FullDiskStore.open(tmp_path / "wb.db")
+    seen: list[tuple[WriteFailed, int]] = []
+    caplog.set_level(logging.ERROR, logger="router.writer")
+    future = s.log_request_later(RequestRecord("tui", "canonical", "m", request_id="r" * 12),
+                                 on_failed=lambda e: seen.append((e, threading.get_ident())))
+    with pytest.raises(StoreFullError):
+        await asyncio.wrap_future(future)
+    await asyncio.sleep(0)  # the callback was scheduled on this loop
+    [(event, thread)] = seen
+    assert thread == threading.get_ident() and event.kind == "full" and event.detail == "r" * 12
+    assert event.what == "write the request log" and "is full" in event.error
+    assert any("is full" in r.getMessage() and "r" * 12 in r.getMessage() for r in caplog.records)
+    assert s.writer.failed == 1
+    s.close()
+    after = s.log_request_later(RequestRecord("tui", "canonical", "m"))  # closed: reported, not raised
+    with pytest.raises(StoreError, match="store is closed"):
+        after.result(timeout=5)
+
+
+async def test_asave_conversation_keeps_a_snapshot_and_sets_the_id(store: Store) -> None:
+    conv = Conversation("t", "demo", [{"role": "user", "content": "question"}])
+    saved = await store.asave_conversation(conv)
+    assert saved is conv and conv.id is not None and conv.created_at
+    conv.messages.append({"role": "assistant", "content": "partial", "unfinished": True})
+    assert store.get_conversation(conv.id).messages == [{"role": "user", "content": "question"}]
+    await store.asave_conversation(conv)
+    assert store.get_conversation(conv.id).messages[-1] == {"role": "assistant", "content": "partial",
+                                                            "unfinished": True}
+    assert [c.id for c in store.list_conversations()] == [conv.id]
+
+
+async def test_writer_run_raises_the_store_error_to_the_awaiting_caller(tmp_path: Path) -> None:
+    s = FullDiskStore.open(tmp_path / "wb.db")
+    with pytest.raises(StoreFullError):
+        await s.writer.run(lambda w: w.log_request(RequestRecord("x", "canonical", "m", request_id="r" * 12)),
+                           what="write the request log")
+    assert await s.writer.run(lambda w: len(w.list_rules()), what="count") == 0  # the thread lives on
+    s.close()

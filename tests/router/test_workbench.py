@@ -22,6 +22,7 @@ async def wb(tmp_path: Path, memory_keyring):
     bench.store.save_backend(BackendRecord("openai", "openai", "http://127.0.0.1:9/v1", dict(FAST)))
     bench.secrets.set("openai", "sk-test-openai-0123456789abcdefghij")
     bench.refresh_keys()
+    await bench.prepare()  # the key look-ups run off the loop
     yield bench
     await bench.aclose()
 
@@ -68,3 +69,30 @@ async def test_default_backend_setting_overrides_config(wb: Workbench) -> None:
     assert wb.router.explain("anything").chain[0].backend == "local"
     wb.store.set_setting("default_backend", "openai")
     assert wb.router.explain("anything").chain[0].backend == "openai"
+
+
+async def test_keyring_look_ups_run_off_the_event_loop(wb: Workbench, memory_keyring, monkeypatch) -> None:
+    import threading
+    import time
+
+    threads: list[int] = []
+    real_get = memory_keyring.get_password
+
+    def slow_get(service: str, username: str) -> str | None:
+        threads.append(threading.get_ident())
+        time.sleep(0.3)  # a Secret Service over D-Bus can take this long, or much longer
+        return real_get(service, username)
+
+    monkeypatch.setattr(memory_keyring, "get_password", slow_get)
+    wb.store.save_backend(BackendRecord("second", "openai", "http://127.0.0.1:11/v1", dict(FAST)))
+    wb.secrets.set("second", "sk-test-second-0123456789abcdefghij")
+    names = set(wb.backends())  # on the loop: must not wait for the keyring
+    assert "second" not in names and "openai" in names  # the known one stays usable meanwhile
+    assert await wb.prepare() is True
+    assert "second" in wb.backends()
+    assert threads and threading.get_ident() not in threads
+    wb.refresh_keys()  # a key changed: looked up again, off the loop, while the old client serves
+    before = wb.backends()["second"]
+    assert wb.backends()["second"] is before
+    await wb.prepare()
+    assert threading.get_ident() not in threads

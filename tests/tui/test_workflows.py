@@ -115,7 +115,7 @@ async def test_escape_stops_a_stream_and_keys_stay_live(tmp_path: Path, tiny_mod
         app.simulate_key("escape")
         await wait_for(pilot, lambda: chat._stream is None, timeout=5)
         await wait_for(pilot, lambda: app.workbench.local._worker.active_count() == 0, timeout=2)
-        assert app.workbench.store.recent_requests()[0].status == "cancelled"
+        assert app.workbench.store.recent_requests()[0].status == "client_gone"
         await wait_for(pilot, lambda: "stopped" in list(app.query(ChatMessage))[-1].meta, timeout=5)
         assert switch_s < 1.0, f"switching panes took {switch_s:.2f} s during a stream"
         assert 1 < len(steps) < 512, "the slowed forward pass was not the one generating"
@@ -188,6 +188,7 @@ async def test_failing_backend_turns_its_card_and_dot_red(tmp_path: Path, tiny_m
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         wb = app.workbench
+        wb.store.set_cloud_routing(True)
         wb.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url,
                                             {"retries": 0, "fail_max": 1, "reset_timeout": 60}))
         wb.store.add_rule(Rule("gpt-*", "openai"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.cli import backends, chat, keys, models, rules, serve
+from tui.cli import backends, chat, cloud, keys, models, rules, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="path to config.toml (default: the user config dir; env MLXWB_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (models, chat, rules, backends, keys, serve):
+    for module in (models, chat, rules, backends, cloud, keys, serve):
         module.register(sub)
     return parser
 
@@ -36,4 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from router.database import StoreError
+
+        if not isinstance(exc, StoreError):  # a database error is one line, anything else a bug report
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 

@@ -7,25 +7,32 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from engine.cloud import KINDS
 from tui.cli.common import CLIError, add_json, table, workbench, wrap
-
-BACKEND_KINDS = ("openai", "anthropic", "openai-compatible")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    backends = sub.add_parser("backends", help="cloud backends: list, add, rm, health")
+    backends = sub.add_parser("backends", help="cloud backends: list, add, rm, health, reset, trip")
     bsub = backends.add_subparsers(dest="backends_command", metavar="ACTION", required=True)
     p = bsub.add_parser("list")
     add_json(p)
     p.set_defaults(func=wrap(_backends_list))
     p = bsub.add_parser("add", help="add or replace a backend")
     p.add_argument("name")
-    p.add_argument("--kind", required=True, choices=BACKEND_KINDS)
+    p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--base-url", help="required for openai-compatible; openai and anthropic default to "
                                       "https://api.openai.com/v1 and https://api.anthropic.com")
-    for opt, typ in (("retries", int), ("fail-max", int), ("reset-timeout", float), ("timeout", float),
-                     ("connect-timeout", float), ("idle-timeout", float)):
-        p.add_argument(f"--{opt}", type=typ)
+    for opt, typ, text in (
+        ("connect-timeout", float, "seconds for one connect (default 3)"),
+        ("deadline", float, "seconds to the first token, retries included; then the next step of the chain "
+                            "is tried (default 15)"),
+        ("idle-timeout", float, "seconds of silence mid-answer before it counts as stalled (default 60)"),
+        ("timeout", float, "seconds for the whole answer (default 600)"),
+        ("retries", int, "retries after a connect error, 429 or 5xx, within the deadline (default 2)"),
+        ("fail-max", int, "failures in a row that open the breaker (default 5)"),
+        ("reset-timeout", float, "seconds the breaker stays open before one probe (default 30)"),
+    ):
+        p.add_argument(f"--{opt}", type=typ, help=text)
     p.set_defaults(func=wrap(_backends_add))
     p = bsub.add_parser("rm", help="remove a backend (refused while rules use it, unless --force)")
     p.add_argument("name")
@@ -34,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser("health", help="breaker state, failures, latency of every backend")
     add_json(p)
     p.set_defaults(func=wrap(_backends_health))
+    for name, text in (("reset", "close the backend's breaker (for every process on this database)"),
+                       ("trip", "open the backend's breaker now (for every process on this database)")):
+        p = bsub.add_parser(name, help=text)
+        p.add_argument("name")
+        p.set_defaults(func=wrap(_backends_breaker), action=name)
 
 
 def _backends_list(args: argparse.Namespace, ctx: Any) -> int:
@@ -58,6 +70,7 @@ def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
     settings = {k: v for k, v in {
         "retries": args.retries, "fail_max": args.fail_max, "reset_timeout": args.reset_timeout,
         "total_timeout": args.timeout, "connect_timeout": args.connect_timeout, "idle_timeout": args.idle_timeout,
+        "deadline": args.deadline,
     }.items() if v is not None}
     from engine.cloud import default_base_url
 
@@ -68,6 +81,8 @@ def _backends_add(args: argparse.Namespace, ctx: Any) -> int:
     cloud_config(rec)  # validates kind, URL and settings before anything is saved
     store.save_backend(rec)
     print(f"saved backend {args.name}; set its key with `mlx-workbench keys set {args.name}`")
+    if not store.cloud_routing():
+        print("note: cloud routing is off, so no request goes to it yet: `mlx-workbench cloud on` to use it")
     return 0
 
 def _backends_rm(args: argparse.Namespace, ctx: Any) -> int:
@@ -93,4 +108,14 @@ def _backends_health(args: argparse.Namespace, ctx: Any) -> int:
     table(([s.name, s.kind, s.state, f"{s.consecutive_failures}/{s.fail_max}" if s.fail_max else "-",
              s.requests, s.errors, ms(s.latency_p50_s), ms(s.latency_p95_s), s.last_error or ""] for s in snaps),
            ["NAME", "KIND", "STATE", "FAILS", "REQS", "ERRS", "P50", "P95", "LAST ERROR"])
+    return 0
+
+def _backends_breaker(args: argparse.Namespace, ctx: Any) -> int:
+    wb = workbench(ctx)
+    if args.action == "reset":
+        wb.reset_breaker(args.name)
+        print(f"breaker of {args.name} closed")
+    else:
+        wb.trip_breaker(args.name)
+        print(f"breaker of {args.name} open")
     return 0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
-from typing import Any, Callable, Iterable
+from typing import Any
 
 
 class CLIError(Exception):
@@ -19,21 +20,27 @@ def add_json(p: argparse.ArgumentParser) -> None:
 def wrap(fn: Callable[[argparse.Namespace, Any], int], needs_store: bool = True) -> Callable[[argparse.Namespace], int]:
     # Keys live in the keyring, not the database: `keys set` must work even when the DB cannot be opened.
     def run(args: argparse.Namespace) -> int:
+        import sqlite3
+
         from router.config import ConfigError, load_config
+        from router.database import store_error
         from router.rules import RuleError
         from router.secrets import KeyringUnavailableError
         from router.store import Store, StoreError
 
+        store = None
         try:
             config = load_config(args.config)
             store = Store.open(config.database) if needs_store else None
+            for notice in store.notices if store else ():
+                print(f"note: {notice}", file=sys.stderr)
+            return fn(args, (config, store))
         except (ConfigError, StoreError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        for notice in store.notices if store else ():
-            print(f"note: {notice}", file=sys.stderr)
-        try:
-            return fn(args, (config, store))
+        except sqlite3.Error as exc:  # the store words its own errors; this is the net under it
+            print(f"error: {store_error(exc, config.database, 'finish the command')}", file=sys.stderr)
+            return 1
         except (CLIError, RuleError, KeyringUnavailableError, ValueError, KeyError) as exc:
             print(f"error: {str(exc).strip(chr(39))}", file=sys.stderr)
             return 1

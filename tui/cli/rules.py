@@ -121,10 +121,12 @@ def _rules_toggle(args: argparse.Namespace, ctx: Any) -> int:
     return 0
 
 def _rules_explain(args: argparse.Namespace, ctx: Any) -> int:
-    ex = workbench(ctx).router.explain(args.model)
+    router = workbench(ctx).router
+    ex = router.explain(args.model)
     if args.json:
         print(json.dumps({
-            "model": ex.model, "rule": rule_dict(ex.rule) if ex.rule else None, "default_used": ex.default_used,
+            "model": ex.model, "cloud_routing": router.cloud_routing,
+            "rule": rule_dict(ex.rule) if ex.rule else None, "default_used": ex.default_used,
             "beaten": [{"rule": rule_dict(r), "reason": why} for r, why in ex.beaten],
             "chain": [asdict(s) for s in ex.chain],
         }, indent=2))
@@ -133,6 +135,7 @@ def _rules_explain(args: argparse.Namespace, ctx: Any) -> int:
     print(f"rule:  #{ex.rule.id} {ex.rule.pattern}" if ex.rule else "rule:  none matched: the default route")
     for r, why in ex.beaten:
         print(f"  beat #{r.id} {r.pattern}: {why}")
+    print(f"cloud: {'on' if router.cloud_routing else 'off (cloud steps are skipped)'}")
     print("chain:")
     for i, s in enumerate(ex.chain, 1):
         print(f"  {i}. {s.backend}/{s.model} [{s.state}]" + (f" skipped: {s.reason}" if s.skipped else ""))

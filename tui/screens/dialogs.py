@@ -17,7 +17,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
-from engine.cloud import default_base_url
+from engine.cloud import KINDS, default_base_url
 from router.rules import Rule, RuleError, Step, validate_rule
 from router.secrets import KeyringUnavailableError
 from tui.db import DB_ERRORS, describe_db_error
@@ -228,7 +228,6 @@ class RuleForm(SavingDialog):
 class BackendForm(SavingDialog):
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog-cancel"),
                 Binding("ctrl+s", "save", "Save", id="dialog-save")]
-    KINDS = ("openai", "anthropic", "openai-compatible")
 
     def __init__(self, save: Callable[[dict[str, Any]], Awaitable[Any]] | None = None, note: str = "") -> None:
         super().__init__(save)
@@ -243,7 +242,7 @@ class BackendForm(SavingDialog):
             yield Label("Name")
             yield Input(id="name", placeholder="openai")
             yield Label("Kind")
-            yield Select([(k, k) for k in self.KINDS], value="openai", allow_blank=False, id="kind")
+            yield Select([(k, k) for k in KINDS], value="openai", allow_blank=False, id="kind")
             yield Label("Base URL (empty: the service's own)")
             yield Input(id="base_url")
             with Horizontal(classes="dialog-buttons"):
