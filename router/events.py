@@ -37,6 +37,16 @@ class RequestProgress:
 
 
 @dataclass
+class RequestStatus:
+    """What a request waits on now, in words for a person ("asking openai/gpt-4o", "loading demo 45 %")."""
+
+    request_id: str
+    backend: str | None
+    text: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
 class RequestFinished:
     request_id: str
     status: str  # ok | client_gone | upstream_error | rejected | unavailable | error (router/router.py)

@@ -27,10 +27,12 @@ from router.events import (
     BreakerChanged,
     RequestFinished,
     RequestProgress,
+    RequestStatus,
     RulesChanged,
 )
 from tui import messages
 from tui.db import DB_ERRORS, TuiDatabase, describe_db_error
+from tui.format import duration
 from tui.keys import binding_ids, check_keymap, help_rows
 from tui.panes.base import Pane
 from tui.panes.chat import ChatPane
@@ -72,7 +74,8 @@ class WorkbenchApp(App[int]):
     TITLE = "mlx-workbench"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS = [
-        *[Binding(f"f{i},alt+{i}", f"show_pane('{pane}')", title, id=f"pane-{pane}", show=False, key_display=f"f{i}")
+        *[Binding(f"f{i},alt+{i}", f"show_pane('{pane}')", f"Go to {title}", id=f"pane-{pane}", show=False,
+                  key_display=f"f{i}")
           for i, (pane, title) in enumerate(PANES, 1)],
         # ? is typed into text fields (the chat has only those): f10 opens the help from anywhere.
         Binding("question_mark,f10", "help", "Help", id="app-help", key_display="?"),
@@ -158,15 +161,16 @@ class WorkbenchApp(App[int]):
         sub = self.workbench.events.subscribe(maxsize=512)
         try:
             async for event in sub:
-                self.on_router_event(event)
+                try:
+                    self.on_router_event(event)
+                except DB_ERRORS as exc:
+                    # The events keep coming: one that could not be shown must not stop the rest.
+                    self._db_trouble_once(exc)
         finally:
             sub.close()
 
     def on_router_event(self, event: Any) -> None:
-        from router import events as router_events
-
-        status_cls = getattr(router_events, "RequestStatus", None)
-        if status_cls is not None and isinstance(event, status_cls):
+        if isinstance(event, RequestStatus):
             self.broadcast(lambda: messages.RequestStatus(event.request_id, event.backend, event.text))
             if event.backend == "local":
                 self.broadcast(messages.ModelsChanged)
@@ -262,7 +266,7 @@ class WorkbenchApp(App[int]):
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(help_rows(self.keymap, self.get_key_display)))
+        self.push_screen(HelpScreen(help_rows(self.keymap)))
 
     def command(self, pane: str, pane_cls: type[Pane], message: Message) -> None:
         """Show a pane and hand it a command (from the palette or an app-wide key)."""
@@ -305,7 +309,7 @@ class WorkbenchApp(App[int]):
                             severity="error")
                 return
             wait = snap.seconds_to_half_open if snap is not None else None
-            when = f"in {wait:.0f} s" if wait is not None else "after its reset timeout"
+            when = f"in {duration(wait)}" if wait is not None else "after its reset timeout"
             self.notify(f"breaker of {name} tripped (open): requests skip it; it lets one probe through (half-open) "
                         f"{when}, or press r to reset it now")
             self.broadcast(messages.BreakersChanged)

@@ -39,7 +39,8 @@ class StatusChanged(Message):
 
 
 class ConfigWritten(Message):
-    """This process wrote rules, backends or keys: every pane should reread them."""
+    """This process changed rules, backends, keys or the list of local models: every pane should
+    reread them."""
 
 
 # ------------------------------------------------------------------ down: what happened
@@ -54,7 +55,8 @@ class BreakersChanged(RouterEvent):
 
 
 class ConfigChanged(RouterEvent):
-    """Rules, backends or keys changed, in this process or another one on the same database."""
+    """Rules, backends, keys (in this process or another one on the same database) or the list of
+    local models changed."""
 
 
 class ModelsChanged(RouterEvent):

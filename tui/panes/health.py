@@ -17,8 +17,6 @@ EMPTY_HINT = "Only the local engine so far: add a cloud backend in Rules (F3, th
 
 class HealthPane(Pane):
     HELP_TITLE = "Health"
-    BINDINGS: list = []
-
     DEFAULT_CSS = """
     HealthPane #cards { height: 1fr; }
     """

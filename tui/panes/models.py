@@ -66,6 +66,9 @@ class ModelsPane(Pane):
         await asyncio.to_thread(scan)
         self.scanned = True
         self.refresh_table(force=True)
+        if force:
+            # The list of models changed: the chat's names and the rule form's checks follow.
+            self.post_message(messages.ConfigWritten())
 
     def refresh_table(self, force: bool = False) -> None:
         if not self.scanned:

@@ -102,7 +102,6 @@ class RulesPane(Pane):
         self.update_explain()
 
     @on(messages.ConfigChanged)
-    @on(messages.ModelsChanged)
     def config_changed(self) -> None:
         self.reload()
 

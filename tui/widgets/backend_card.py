@@ -10,7 +10,7 @@ from textual.widgets import Label, Sparkline, Static
 
 from engine.types import BackendSnapshot
 from tui import messages
-from tui.format import clock_time, ms
+from tui.format import clock_time, duration, ms
 
 
 def card_lines(s: BackendSnapshot) -> list[str]:
@@ -22,7 +22,7 @@ def card_lines(s: BackendSnapshot) -> list[str]:
         lines.append(f"running {running or 0} · queued {queued or 0}")
     lines.append(f"requests {s.requests} · errors {s.errors} · p50 {ms(s.latency_p50_s)} · p95 {ms(s.latency_p95_s)}")
     if s.seconds_to_half_open is not None:
-        lines.append(f"half-open in {s.seconds_to_half_open:.0f} s (r resets now)")
+        lines.append(f"half-open in {duration(s.seconds_to_half_open)} (r resets now)")
     if s.last_error:
         lines.append(f"last error {clock_time(s.last_error_at)}: {s.last_error[:200]}")
     return lines
