@@ -50,8 +50,14 @@ class RouterEvent(Message, bubble=False):
     """Base of the router events as seen by a pane."""
 
 
-class BreakersChanged(RouterEvent):
-    """A breaker moved, or a request ended (counts and latencies changed)."""
+class SnapshotsChanged(RouterEvent):
+    """What a backend's card shows may have changed: a breaker moved, a request started, went on
+    or ended (running and queued counts, request counts, latencies). Sent often while answers
+    stream: what depends on breaker states alone checks `breakers_moved`."""
+
+    def __init__(self, breakers_moved: bool = True) -> None:
+        super().__init__()
+        self.breakers_moved = breakers_moved
 
 
 class ConfigChanged(RouterEvent):
@@ -67,6 +73,16 @@ class RequestLogged(RouterEvent):
     def __init__(self, record: Any) -> None:
         super().__init__()
         self.record = record
+
+
+class WriteFailed(RouterEvent):
+    """The store's writer gave up on a write (the request log, usually): said in the Health pane."""
+
+    def __init__(self, what: str, error: str, at: float) -> None:
+        super().__init__()
+        self.what = what
+        self.error = error
+        self.at = at
 
 
 class RequestStatus(RouterEvent):

@@ -41,6 +41,8 @@ def slow_tiny_model(monkeypatch: pytest.MonkeyPatch, step_s: float = 0.02) -> li
 
 
 def add_openai(app, fake_upstream, **settings) -> None:
+    """An OpenAI backend on the fake upstream, with cloud routing on (a new data dir has it off)."""
+    app.workbench.store.set_cloud_routing(True)
     app.workbench.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url,
                                                    {"retries": 0, **settings}))
 
@@ -250,10 +252,10 @@ async def test_esc_keeps_who_was_answering_and_the_route(tmp_path: Path, tiny_mo
         assert turn.meta.startswith("stopped · local/tiny-llama-mlx · ") and "tokens so far" in turn.meta, turn.meta
         assert int(turn.meta.split(" · ")[-1].split()[0]) >= 3
         [record] = app.workbench.store.recent_requests()
-        assert record.status == "cancelled"
+        assert record.status == "client_gone"
         await pilot.press("f5")
-        await wait_for(pilot, lambda: "cancelled" in screen_text(app), timeout=5)
-        row = next(line for line in screen_text(app).splitlines() if "cancelled" in line)
+        await wait_for(pilot, lambda: "client_gone" in screen_text(app), timeout=5)
+        row = next(line for line in screen_text(app).splitlines() if "client_gone" in line)
         assert "local" in row, row
 
 

@@ -206,6 +206,7 @@ async def test_a_failing_backend_is_failed_over_and_the_line_says_so(tmp_path: P
     fake_upstream.set_default(OPENAI_PATH, 503)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
+        app.workbench.store.set_cloud_routing(True)
         app.workbench.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url, {"retries": 0}))
         app.workbench.store.add_rule(Rule("gpt-*", "openai", fallbacks=[Step("local", "tiny-llama-mlx")]))
         request = ChatRequest(model="gpt-4o", messages=[Message("user", "hi")], max_tokens=2)

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # How often a streaming answer is written, so a crash loses at most this much of it.
 SAVE_EVERY_S = 2.0
+# Load and queue times shorter than this go unsaid on the answer's line.
+WORTH_SAYING_S = 0.1
 # How long a question waits for its own write before it is asked anyway.
 QUESTION_SAVE_WAIT_S = 2.0
 UNFINISHED_NOTE = "unfinished: the app stopped before this answer ended"
@@ -47,6 +49,13 @@ def describe_answer(backend: str | None, model: str | None, usage: Any, note: st
                      else f"{usage.completion_tokens} tokens")
         if usage.ttft_s is not None:
             parts.append(f"TTFT {usage.ttft_s * 1000:.0f} ms")
+        # Of the TTFT: waiting for a place, and loading the model (the local engine says).
+        if (usage.queued_s or 0) > WORTH_SAYING_S:
+            parts.append(f"queued {usage.queued_s:.1f} s")
+        if (usage.load_s or 0) > WORTH_SAYING_S:
+            parts.append(f"loaded {model} in {usage.load_s:.1f} s")
+        if usage.cached_tokens:
+            parts.append(f"{usage.cached_tokens} prompt tokens from cache")
         if usage.tokens_per_s:
             parts.append(f"{usage.tokens_per_s:.1f} tok/s")
     return " · ".join(parts)
@@ -247,9 +256,10 @@ class ChatPane(Pane):
 
 
 
-    @on(messages.BreakersChanged)
-    def breakers_changed(self) -> None:
-        self.show_route()
+    @on(messages.SnapshotsChanged)
+    def breakers_changed(self, event: messages.SnapshotsChanged) -> None:
+        if event.breakers_moved:
+            self.show_route()
 
     @on(Input.Changed, "#model")
     def show_route(self) -> None:
