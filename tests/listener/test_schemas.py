@@ -122,6 +122,14 @@ ANTHROPIC_BODIES = [
                     {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "sunny"}]}
                 ],
             },
+            {"role": "system", "content": "Answer in French."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                    {"type": "text", "text": "And this?"},
+                ],
+            },
         ],
     },
 ]
@@ -158,9 +166,9 @@ def test_what_clients_send_fits_the_schema(
             {
                 "model": "m",
                 "max_tokens": 5,
-                "messages": [{"role": "user", "content": [{"type": "tool_use", "name": "f"}]}],
+                "messages": [{"role": "system", "content": [{"type": "image", "source": {"type": "url"}}]}],
             },
-        ),  # tool_use is the assistant's
+        ),  # a system turn is text only
     ],
 )
 def test_the_schema_rejects_what_the_parsers_reject(schema: dict[str, Any], body: dict[str, Any]) -> None:
