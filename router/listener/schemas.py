@@ -162,6 +162,15 @@ _ANTHROPIC_COMMON: dict[str, Any] = {
             "oneOf": [
                 _anthropic_message("user", _TOOL_RESULT),
                 _anthropic_message("assistant", _TOOL_USE),
+                # Claude Code's mid-conversation system turns.
+                {
+                    "type": "object",
+                    "required": ["role", "content"],
+                    "properties": {
+                        "role": {"const": "system"},
+                        "content": {"anyOf": [_STRING, {"type": "array", "items": _text_part()}]},
+                    },
+                },
             ]
         },
     },
@@ -204,6 +213,68 @@ ANTHROPIC_COUNT_TOKENS: dict[str, Any] = {
     "type": "object",
     "required": ["model", "messages"],
     "properties": dict(_ANTHROPIC_COMMON),
+}
+
+
+# ---------------------------------------------------------------- OpenAI Responses (stateless)
+
+_RESPONSES_ITEM: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "type": {"const": "message"},
+                "role": {"enum": ["user", "assistant", "system", "developer"]},
+                "content": {
+                    "anyOf": [_STRING, {"type": "array", "items": {"anyOf": [_text_part("input_text"),
+                                                                              _text_part("output_text")]}}]
+                },
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "call_id", "name"],
+            "properties": {"type": {"const": "function_call"}, "call_id": _STRING, "name": _STRING,
+                           "arguments": _STRING},
+        },
+        {
+            "type": "object",
+            "required": ["type", "call_id"],
+            "properties": {"type": {"const": "function_call_output"}, "call_id": _STRING, "output": _STRING},
+        },
+    ]
+}
+
+OPENAI_RESPONSES: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": _MODEL,
+        "input": {"anyOf": [_STRING, {"type": "array", "minItems": 1, "items": _RESPONSES_ITEM}]},
+        "instructions": {"type": ["string", "null"]},
+        "max_output_tokens": _MAX_TOKENS,
+        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+        "top_p": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
+        "stream": {"type": "boolean"},
+        "store": {"enum": [False, None]},  # stateless: store: true is a 400
+        "tools": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "required": ["type", "name"],
+                "properties": {"type": {"const": "function"}, "name": _STRING, "description": _STRING,
+                               "parameters": _JSON_SCHEMA_OBJECT},
+            },
+        },
+        "tool_choice": {
+            "anyOf": [
+                {"enum": ["auto", "none", "required", None]},
+                {"type": "object", "required": ["type", "name"],
+                 "properties": {"type": {"const": "function"}, "name": _STRING}},
+            ]
+        },
+    },
 }
 
 
