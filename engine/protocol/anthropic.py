@@ -136,7 +136,8 @@ def passthrough_headers(req: ChatRequest) -> dict[str, str]:
 def _tool_choice_to(choice: Any) -> dict[str, Any]:
     if isinstance(choice, dict):
         return {"type": "tool", "name": choice["name"]}
-    return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(choice, {"type": "auto"})
+    kinds = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
+    return kinds.get(choice, {"type": "auto"})
 
 
 def _tool_choice_from(choice: Any) -> Any:
@@ -293,7 +294,8 @@ def request_from_anthropic(body: Any, headers: Mapping[str, str] | None = None) 
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise bad("max_tokens", "is required")
-    if isinstance(max_tokens, bool) or not (isinstance(max_tokens, int) or isinstance(max_tokens, float) and max_tokens.is_integer()):
+    integral = isinstance(max_tokens, int) or (isinstance(max_tokens, float) and max_tokens.is_integer())
+    if isinstance(max_tokens, bool) or not integral:
         raise bad("max_tokens", "must be an integer")
     max_tokens = int(max_tokens)  # JSON has one number type: 5.0 is the integer 5
     raw = body.get("messages")
@@ -341,7 +343,8 @@ def response_from_anthropic(body: Any) -> ChatResult:
         if b.get("type") == "text":
             texts.append(b.get("text", ""))
         elif b.get("type") == "tool_use":
-            calls.append(ToolCall(id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})))
+            calls.append(ToolCall(id=b.get("id", ""), name=b.get("name", ""),
+                                  arguments=json.dumps(b.get("input") or {})))
         elif b.get("type") in ("thinking", "redacted_thinking"):
             thinking.append(_thinking_of(b, len(thinking)))
     usage = body.get("usage") or {}
@@ -513,8 +516,9 @@ class AnthropicStreamEncoder:
             out += self._open("tool", d.index, {"type": "tool_use", "id": d.id or f"toolu_{d.index}",
                                                 "name": d.name or "", "input": {}})
             if d.arguments:
-                out.append(("content_block_delta", {"type": "content_block_delta", "index": self._next_block - 1,
-                                                     "delta": {"type": "input_json_delta", "partial_json": d.arguments}}))
+                delta = {"type": "input_json_delta", "partial_json": d.arguments}
+                out.append(("content_block_delta", {"type": "content_block_delta",
+                                                     "index": self._next_block - 1, "delta": delta}))
         if chunk.usage is not None:
             self._usage = Usage(prompt_tokens=chunk.usage.prompt_tokens or self._usage.prompt_tokens,
                                 completion_tokens=chunk.usage.completion_tokens)

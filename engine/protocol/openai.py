@@ -12,6 +12,7 @@ from engine.types import (
     ChatResult,
     Chunk,
     EngineError,
+    FinishReason,
     Message,
     ToolCall,
     ToolCallDelta,
@@ -20,8 +21,8 @@ from engine.types import (
     Usage,
 )
 
-_FINISH_IN = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
-              "content_filter": "stop"}
+_FINISH_IN: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+                                        "function_call": "tool_calls", "content_filter": "stop"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -138,7 +139,8 @@ def request_to_openai(req: ChatRequest, *, max_tokens_field: str = "max_tokens")
         body["stop"] = list(req.stop)
     if req.tools:
         body["tools"] = [
-            {"type": "function", "function": {"name": t.name, **({"description": t.description} if t.description else {}),
+            {"type": "function", "function": {"name": t.name,
+                                              **({"description": t.description} if t.description else {}),
                                               "parameters": t.parameters}}
             for t in req.tools
         ]
@@ -153,13 +155,14 @@ def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not (isinstance(value, int) or value.is_integer())):
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not integral):
         raise bad(key, f"must be {'an integer' if kind is int else 'a number'}")
     return int(value) if kind is int else value  # JSON has one number type: 5.0 is the integer 5
 
 
 def _seed(body: dict[str, Any]) -> int | None:
-    seed = _number(body, "seed", int)
+    seed: int | None = _number(body, "seed", int)
     if seed is not None and not 0 <= seed < 2**64:  # MLX's random key takes an unsigned 64-bit seed
         raise bad("seed", "must be between 0 and 2**64 - 1")
     return seed
@@ -303,7 +306,7 @@ class OpenAIStreamDecoder:
     def __init__(self) -> None:
         # A usage-only chunk arrives after the finish_reason chunk; it repeats the finish reason
         # so that the last chunk of a stream always carries both.
-        self._finish: str | None = None
+        self._finish: FinishReason | None = None
 
     def feed(self, obj: dict[str, Any]) -> list[Chunk]:
         if "error" in obj and not obj.get("choices"):

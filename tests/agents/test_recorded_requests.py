@@ -26,8 +26,7 @@ async def replay(listener, name: str, model: str, **changes: Any) -> tuple[int, 
     body = {**copy.deepcopy(rec["body"]), "model": model, **changes}
     url = listener.url + rec["path"] + (f"?{rec['query']}" if rec["query"] else "")
     headers = {**rec["headers"], "x-api-key": "unused", "authorization": "Bearer unused"}
-    async with httpx.AsyncClient(timeout=120) as client, client.stream("POST", url, json=body,
-                                                                        headers=headers) as resp:
+    async with httpx.AsyncClient(timeout=120) as client, client.stream("POST", url, json=body, headers=headers) as resp:
         if resp.status_code != 200:
             await resp.aread()
             return resp.status_code, [(None, resp.json())]
@@ -52,7 +51,8 @@ async def test_claude_code_requests_answered_by_a_local_model(listener, name) ->
 
 @pytest.mark.parametrize("name", CLAUDE)
 async def test_claude_code_requests_through_an_openai_upstream_keep_system_turns_in_place(
-        listener, fake_upstream, name) -> None:
+    listener, fake_upstream, name
+) -> None:
     status, events = await replay(listener, name, "agent-openai")
     assert status == 200 and anthropic_text(events) == "Hello from fake openai"
     [sent] = [r.json for r in fake_upstream.requests if r.path == OPENAI_PATH]
@@ -69,7 +69,8 @@ async def test_claude_code_requests_through_an_openai_upstream_keep_system_turns
 
 @pytest.mark.parametrize("name", CLAUDE)
 async def test_claude_code_requests_through_an_anthropic_upstream_go_as_they_came(
-        listener, fake_upstream, name) -> None:
+    listener, fake_upstream, name
+) -> None:
     status, events = await replay(listener, name, "agent-anthropic")
     assert status == 200 and anthropic_text(events) == "Hello from fake anthropic"
     [sent] = [r for r in fake_upstream.requests if r.path == ANTHROPIC_PATH]
@@ -78,7 +79,8 @@ async def test_claude_code_requests_through_an_anthropic_upstream_go_as_they_cam
 
 
 async def test_claude_code_gets_the_anthropic_upstreams_thinking_blocks_with_their_signatures(
-        listener, fake_upstream) -> None:
+    listener, fake_upstream
+) -> None:
     from tests.fixtures.fake_upstream import Reply
     from tests.protocol.test_anthropic_clients import THINKING_STREAM
 
@@ -96,7 +98,8 @@ async def test_claude_code_gets_the_anthropic_upstreams_thinking_blocks_with_the
 async def test_count_tokens_takes_claude_codes_request(listener, model, how) -> None:
     body = {**recorded("claude_code_first_turn")["body"], "model": model}
     async with httpx.AsyncClient(timeout=60) as client:
-        resp = await client.post(listener.url + "/v1/messages/count_tokens", json=body,
-                                 headers=recorded("claude_code_first_turn")["headers"])
+        resp = await client.post(
+            listener.url + "/v1/messages/count_tokens", json=body, headers=recorded("claude_code_first_turn")["headers"]
+        )
     assert resp.status_code == 200 and resp.headers["x-mlxwb-token-count"] == how
     assert resp.json()["input_tokens"] > 100

@@ -34,9 +34,15 @@ def test_every_body_generated_from_the_responses_schema_parses() -> None:
 
 def test_the_schemas_take_the_agents_message_shapes() -> None:
     body = recorded("claude_code_tool_result")["body"]
-    shape = {"model": body["model"], "max_tokens": 5, "messages": [
-        {"role": m["role"], "content": [{"type": "text", "text": "x"}] if m["role"] != "assistant" else "x"}
-        for m in body["messages"]]}
+    shape = {
+        "model": body["model"],
+        "max_tokens": 5,
+        "messages": [
+            {"role": m["role"], "content": [{"type": "text", "text": "x"}] if m["role"] != "assistant" else "x"}
+            for m in body["messages"]
+        ],
+    }
     assert jsonschema_rs.Draft202012Validator(ANTHROPIC_MESSAGES).is_valid(shape)
-    assert not jsonschema_rs.Draft202012Validator(OPENAI_RESPONSES).is_valid({"model": "m", "input": "x",
-                                                                               "store": True})
+    assert not jsonschema_rs.Draft202012Validator(OPENAI_RESPONSES).is_valid(
+        {"model": "m", "input": "x", "store": True}
+    )

@@ -11,8 +11,13 @@ from tests.fixtures.fake_upstream import OPENAI_PATH, Reply, openai_text_stream
 
 pytestmark = pytest.mark.timeout(120)
 
-WEATHER = {"type": "function", "name": "weather", "description": "Weather of a city", "strict": False,
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+WEATHER = {
+    "type": "function",
+    "name": "weather",
+    "description": "Weather of a city",
+    "strict": False,
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 
 
 def client(listener) -> openai.AsyncOpenAI:
@@ -21,8 +26,9 @@ def client(listener) -> openai.AsyncOpenAI:
 
 async def test_create_and_stream_text_through_a_cloud_route(listener, fake_upstream) -> None:
     c = client(listener)
-    resp = await c.responses.create(model="agent-openai", input="What is the capital of France?",
-                                    instructions="Be brief.", store=False)
+    resp = await c.responses.create(
+        model="agent-openai", input="What is the capital of France?", instructions="Be brief.", store=False
+    )
     assert resp.status == "completed" and resp.output_text == "Hello from fake openai"
     assert (resp.usage.input_tokens, resp.usage.output_tokens) == (5, 7)
     sent = fake_upstream.requests[-1].json
@@ -52,8 +58,11 @@ async def test_create_and_stream_from_a_local_model(listener) -> None:
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_function_call_round_trip(listener, fake_upstream, streamed: bool) -> None:
     c = client(listener)
-    fake_upstream.script(OPENAI_PATH, Reply(stream=openai_tool_call_stream("weather", {"city": "Rome"})),
-                         Reply(stream=openai_text_stream("Sunny in Rome.")))
+    fake_upstream.script(
+        OPENAI_PATH,
+        Reply(stream=openai_tool_call_stream("weather", {"city": "Rome"})),
+        Reply(stream=openai_text_stream("Sunny in Rome.")),
+    )
     question = [{"role": "user", "content": "Weather in Rome?"}]
     if streamed:
         async with c.responses.stream(model="agent-openai", input=question, tools=[WEATHER]) as s:
@@ -63,10 +72,17 @@ async def test_function_call_round_trip(listener, fake_upstream, streamed: bool)
     else:
         first = await c.responses.create(model="agent-openai", input=question, tools=[WEATHER])
     [call] = first.output
-    assert (call.type, call.name, call.call_id, call.arguments) == ("function_call", "weather", "call_up_1",
-                                                                     '{"city": "Rome"}')
-    follow = [*question, call.model_dump(exclude_none=True),
-              {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 24 C"}]
+    assert (call.type, call.name, call.call_id, call.arguments) == (
+        "function_call",
+        "weather",
+        "call_up_1",
+        '{"city": "Rome"}',
+    )
+    follow = [
+        *question,
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 24 C"},
+    ]
     second = await c.responses.create(model="agent-openai", input=follow, tools=[WEATHER])
     assert second.output_text == "Sunny in Rome."
     sent = fake_upstream.requests[-1].json["messages"]
