@@ -43,9 +43,10 @@ def _number(body: dict[str, Any], key: str, integer: bool = False) -> Any:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or (integer and isinstance(value, float) and not value.is_integer()):
         raise bad(key, "must be an integer" if integer else "must be a number")
-    return value
+    return int(value) if integer else value  # JSON has one number type: 5.0 is the integer 5
 
 
 def _parts(content: Any, where: str) -> tuple[str, tuple[Attachment, ...]]:
@@ -120,7 +121,7 @@ def _input_messages(raw: Any) -> list[Message]:
             prev = out[-1] if out else None
             # Parallel calls arrive as consecutive items: one assistant turn holds them all.
             if prev is not None and prev.role == "assistant":
-                out[-1] = Message(role="assistant", content=prev.content, tool_calls=prev.tool_calls + (call,))
+                out[-1] = Message(role="assistant", content=prev.content, tool_calls=(*prev.tool_calls, call))
             else:
                 out.append(Message(role="assistant", tool_calls=(call,)))
         elif kind in ("function_call_output", "custom_tool_call_output"):
@@ -341,7 +342,8 @@ class ResponsesStreamEncoder:
         self._items.append(item)
         if kind == "message":
             return item, [
-                self._event("response.output_item.added", output_index=n, item=_message_item(item.id, "", "in_progress")),
+                self._event("response.output_item.added", output_index=n,
+                            item=_message_item(item.id, "", "in_progress")),
                 self._event("response.content_part.added", item_id=item.id, output_index=n, content_index=0,
                             part={"type": "output_text", "text": "", "annotations": []})]
         return item, [self._event("response.output_item.added", output_index=n,

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from router.listener.access_log import AccessLog
 from router.listener.body import MAX_BODY_BYTES
 from router.listener.errors import install_error_handlers
-from router.listener.routes import anthropic, info, openai
+from router.listener.routes import anthropic, info, openai, responses
 from router.workbench import Workbench
 
 
@@ -27,6 +27,6 @@ def create_app(
     app.state.listener_info = listener_info if listener_info is not None else {}
     install_error_handlers(app)
     app.add_middleware(AccessLog)
-    for module in (openai, anthropic, info):
+    for module in (openai, responses, anthropic, info):
         app.include_router(module.routes)
     return app

@@ -16,8 +16,8 @@ import pytest
 
 from engine.config import EngineConfig
 from router.config import AppConfig
-from router.rules import Rule
 from router.listener import Listener
+from router.rules import Rule
 from router.store import BackendRecord
 from router.workbench import Workbench
 

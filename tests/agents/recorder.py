@@ -55,7 +55,8 @@ def answer(path: str, body: Any, n: int, call: ToolCall | None = None) -> tuple[
         if req.stream:
             enc = AnthropicStreamEncoder(req.model, f"msg_{n}", 10)
             return 200, "text/event-stream", _sse([e for c in chunks for e in enc.encode(c)] + enc.finish())
-        return 200, "application/json", json.dumps(response_to_anthropic(result, model=req.model, id=f"msg_{n}")).encode()
+        whole = response_to_anthropic(result, model=req.model, id=f"msg_{n}")
+        return 200, "application/json", json.dumps(whole).encode()
     if path.endswith("/v1/responses"):
         req = request_from_responses(body)
         if req.stream:

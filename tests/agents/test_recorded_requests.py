@@ -74,6 +74,7 @@ async def test_claude_code_requests_through_an_anthropic_upstream_go_as_they_cam
     assert status == 200 and anthropic_text(events) == "Hello from fake anthropic"
     [sent] = [r for r in fake_upstream.requests if r.path == ANTHROPIC_PATH]
     assert sent.json == {**recorded(name)["body"], "model": "claude-real"}
+    assert sent.headers["anthropic-beta"] == recorded(name)["headers"]["anthropic-beta"]
 
 
 async def test_claude_code_gets_the_anthropic_upstreams_thinking_blocks_with_their_signatures(

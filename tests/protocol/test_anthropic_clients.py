@@ -231,3 +231,10 @@ def test_junk_anywhere_in_an_anthropic_request_is_a_400_or_passed_through_never_
                 request_from_anthropic({**base, "messages": [{"role": role, "content": [block]}]})
             except RejectedError as exc:
                 assert exc.status == 400
+
+
+@pytest.mark.parametrize("role, kind", [("user", "tool_use"), ("assistant", "tool_result")])
+def test_blocks_in_the_wrong_sides_turn_are_a_400(role, kind):
+    with pytest.raises(RejectedError, match=rf"messages\[0\].content\[0\].type: '{kind}' blocks belong to"):
+        request_from_anthropic({"model": "m", "max_tokens": 5, "messages": [
+            {"role": role, "content": [{"type": kind, "name": "f", "tool_use_id": "t", "thinking": ""}]}]})

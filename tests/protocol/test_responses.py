@@ -119,6 +119,7 @@ def test_input_image_is_an_attachment():
     ({"model": "m", "input": "x", "tools": [{"type": "function"}]}, "tools[0].name:"),
     ({"model": "m", "input": "x", "tool_choice": {"type": "mcp"}}, "tool_choice:"),
     ({"model": "m", "input": "x", "max_output_tokens": "9"}, "max_output_tokens:"),
+    ({"model": "m", "input": "x", "max_output_tokens": 9.5}, "max_output_tokens:"),
     ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_tokens: must be at least 1"),
     ({"model": "m", "input": "x", "temperature": "hot"}, "temperature:"),
     ({"model": "m", "input": "x", "instructions": ["x"]}, "instructions:"),
