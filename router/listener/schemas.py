@@ -130,16 +130,41 @@ _TOOL_USE: dict[str, Any] = {
         "input": {"type": ["object", "null"]},
     },
 }
+_ATTACHMENT: dict[str, Any] = {
+    # An image or document block; backends other than Anthropic decide whether they can read it.
+    "type": "object",
+    "required": ["type", "source"],
+    "properties": {
+        "type": {"enum": ["image", "document"]},
+        "source": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["type", "media_type", "data"],
+                    "properties": {"type": {"const": "base64"}, "media_type": _STRING, "data": _STRING},
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "url"],
+                    "properties": {"type": {"const": "url"}, "url": _STRING},
+                },
+            ]
+        },
+    },
+}
 _TOOL_RESULT: dict[str, Any] = {
     "type": "object",
     "required": ["type", "tool_use_id"],
     "properties": {
         "type": {"const": "tool_result"},
         "tool_use_id": _STRING,
-        "content": {"anyOf": [_STRING, {"type": "null"}, {"type": "array", "items": _text_part()}]},
+        "content": {
+            "anyOf": [_STRING, {"type": "null"}, {"type": "array", "items": {"anyOf": [_text_part(), _ATTACHMENT]}}]
+        },
         "is_error": {"type": "boolean"},
     },
 }
+_SYSTEM_TEXT: dict[str, Any] = {"anyOf": [_STRING, {"type": "array", "items": _text_part()}]}
 
 
 def _anthropic_message(role: str, *blocks: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +173,7 @@ def _anthropic_message(role: str, *blocks: dict[str, Any]) -> dict[str, Any]:
         "required": ["role", "content"],
         "properties": {
             "role": {"const": role},
-            "content": {"anyOf": [_STRING, {"type": "array", "items": {"anyOf": [_text_part(), _THINKING, *blocks]}}]},
+            "content": {"anyOf": [_STRING, {"type": "array", "items": {"anyOf": [_text_part(), *blocks]}}]},
         },
     }
 
@@ -160,27 +185,39 @@ _ANTHROPIC_COMMON: dict[str, Any] = {
         "minItems": 1,
         "items": {
             "oneOf": [
-                _anthropic_message("user", _TOOL_RESULT),
-                _anthropic_message("assistant", _TOOL_USE),
-                # Claude Code's mid-conversation system turns.
+                _anthropic_message("user", _TOOL_RESULT, _ATTACHMENT),
+                _anthropic_message("assistant", _TOOL_USE, _THINKING),
+                # Mid-conversation system turns (some agents send them); text only.
                 {
                     "type": "object",
                     "required": ["role", "content"],
-                    "properties": {
-                        "role": {"const": "system"},
-                        "content": {"anyOf": [_STRING, {"type": "array", "items": _text_part()}]},
-                    },
+                    "properties": {"role": {"const": "system"}, "content": _SYSTEM_TEXT},
                 },
             ]
         },
     },
-    "system": {"anyOf": [_STRING, {"type": "null"}, {"type": "array", "items": _text_part()}]},
+    "system": {"anyOf": [_SYSTEM_TEXT, {"type": "null"}]},
     "tools": {
         "type": ["array", "null"],
         "items": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {"name": _STRING, "description": _STRING, "input_schema": _JSON_SCHEMA_OBJECT},
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "type": {"const": "custom"},
+                        "name": _STRING,
+                        "description": _STRING,
+                        "input_schema": _JSON_SCHEMA_OBJECT,
+                    },
+                },
+                # A server tool (web_search_20250305...): only an Anthropic upstream runs it.
+                {
+                    "type": "object",
+                    "required": ["type", "name"],
+                    "properties": {"type": {"type": "string", "pattern": "^[a-z_]+_[0-9]{8}$"}, "name": _STRING},
+                },
+            ]
         },
     },
     "tool_choice": {
