@@ -103,3 +103,42 @@ async def test_count_tokens_takes_claude_codes_request(listener, model, how) -> 
         )
     assert resp.status_code == 200 and resp.headers["x-mlxwb-token-count"] == how
     assert resp.json()["input_tokens"] > 100
+
+
+def responses_text(events: list[tuple[str | None, dict]]) -> tuple[str, dict]:
+    """The streamed text and the final response object of a Responses event stream."""
+    names = [name for name, _ in events]
+    assert names[:2] == ["response.created", "response.in_progress"], names
+    assert names[-1] in ("response.completed", "response.incomplete"), names
+    text = "".join(obj["delta"] for name, obj in events if name == "response.output_text.delta")
+    return text, events[-1][1]["response"]
+
+
+@pytest.mark.parametrize("name", CODEX)
+async def test_codex_requests_answered_by_a_local_model(listener, name) -> None:
+    status, events = await replay(listener, name, "agent-local", max_output_tokens=6, temperature=0)
+    assert status == 200
+    text, final = responses_text(events)
+    assert final["usage"]["output_tokens"] >= 1 and final["output"][0]["content"][0]["text"] == text
+
+
+@pytest.mark.parametrize(
+    ("name", "route", "path"),
+    [(n, r, p) for n in CODEX for r, p in (("agent-openai", OPENAI_PATH), ("agent-anthropic", ANTHROPIC_PATH))],
+)
+async def test_codex_requests_through_cloud_upstreams(listener, fake_upstream, name, route, path) -> None:
+    status, events = await replay(listener, name, route)
+    text, final = responses_text(events)
+    assert status == 200 and text == final["output"][0]["content"][0]["text"]
+    assert text == ("Hello from fake openai" if path == OPENAI_PATH else "Hello from fake anthropic")
+    [sent] = [r.json for r in fake_upstream.requests if r.path == path]
+    recorded_tools = recorded(name)["body"]["tools"]
+    functions = [t for t in recorded_tools if t["type"] == "function"]
+    nested = [f for t in recorded_tools if t["type"] == "namespace" for f in t["tools"]]
+    assert len(sent["tools"]) == len(functions) + len(nested)  # web_search left out
+    if name == "codex_function_call_output" and path == OPENAI_PATH:
+        call, result = sent["messages"][-2:]
+        assert call["tool_calls"][0]["function"]["name"] == "exec_command"
+        assert result["role"] == "tool" and "The capital of France is Paris." in result["content"]
+    if path == ANTHROPIC_PATH:
+        assert "system" in sent and sent["messages"][0]["role"] == "user"
