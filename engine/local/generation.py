@@ -70,6 +70,7 @@ class GenerationHandle:
         # Written by the MLX thread only; read by tests and the engine.
         self.prefill_chunks = 0
         self.admitted = False
+        self.prompt_tokens = 0  # set before the first token: the listener's message_start reports it
         # Called on the MLX thread after each prompt chunk with the chunks read so far; must not
         # block (it may set `cancelled`: the request then leaves before the next chunk).
         self.on_prefill_chunk: Callable[[int], None] | None = None

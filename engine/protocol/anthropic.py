@@ -404,6 +404,7 @@ class AnthropicStreamDecoder:
 
     def __init__(self) -> None:
         self._input_tokens = 0
+        self._input_pending = False
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
         self._thinking_index: dict[int, int] = {}  # content block index -> thinking block index
 
@@ -411,11 +412,21 @@ class AnthropicStreamDecoder:
         if event == "error":
             err = obj.get("error") or {}
             kind, message = err.get("type", "error"), err.get("message", "")
-            raise UnavailableError(f"upstream {kind}: {message}", upstream_message=message)
+            raise UnavailableError(f"upstream {kind}: {message}", upstream_message=message,
+                                   status=529 if kind == "overloaded_error" else None)
         if event == "message_start":
             usage = (obj.get("message") or {}).get("usage") or {}
             self._input_tokens = int(usage.get("input_tokens") or 0)
+            self._input_pending = True
             return []
+        chunks = self._feed(event, obj)
+        if chunks and self._input_pending:
+            # The first chunk carries message_start's input_tokens, for the listener's own message_start.
+            self._input_pending = False
+            chunks[0].usage = chunks[0].usage or Usage(prompt_tokens=self._input_tokens)
+        return chunks
+
+    def _feed(self, event: str, obj: dict[str, Any]) -> list[Chunk]:
         if event == "content_block_start":
             block = obj.get("content_block") or {}
             if block.get("type") == "tool_use":
@@ -505,6 +516,9 @@ class AnthropicStreamEncoder:
         return out
 
     def encode(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
+        if chunk.usage is not None:  # before message_start: a first chunk may carry the input tokens
+            self._usage = Usage(prompt_tokens=chunk.usage.prompt_tokens or self._usage.prompt_tokens,
+                                completion_tokens=chunk.usage.completion_tokens)
         out = self._start()
         for t in chunk.thinking:
             out += self._thinking(t)
@@ -516,12 +530,8 @@ class AnthropicStreamEncoder:
             out += self._open("tool", d.index, {"type": "tool_use", "id": d.id or f"toolu_{d.index}",
                                                 "name": d.name or "", "input": {}})
             if d.arguments:
-                delta = {"type": "input_json_delta", "partial_json": d.arguments}
-                out.append(("content_block_delta", {"type": "content_block_delta",
-                                                     "index": self._next_block - 1, "delta": delta}))
-        if chunk.usage is not None:
-            self._usage = Usage(prompt_tokens=chunk.usage.prompt_tokens or self._usage.prompt_tokens,
-                                completion_tokens=chunk.usage.completion_tokens)
+                out.append(("content_block_delta", {"type": "content_block_delta", "index": self._next_block - 1,
+                                                     "delta": {"type": "input_json_delta", "partial_json": d.arguments}}))
         if chunk.finish_reason and chunk.error is None:
             self._finish = chunk.finish_reason
         return out
@@ -537,7 +547,8 @@ class AnthropicStreamEncoder:
         out.append(("message_delta", {"type": "message_delta",
                                       "delta": {"stop_reason": stop_reason_out(self._finish) or "end_turn",
                                                 "stop_sequence": None},
-                                      "usage": {"output_tokens": self._usage.completion_tokens}}))
+                                      "usage": {"input_tokens": self._usage.prompt_tokens,
+                                                "output_tokens": self._usage.completion_tokens}}))
         out.append(("message_stop", {"type": "message_stop"}))
         return out
 
@@ -548,9 +559,10 @@ class AnthropicStreamEncoder:
 
 # ---------------------------------------------------------------- errors
 
+# overloaded_error is Anthropic's 529 only (an upstream said so); any other failure is api_error.
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 422: "invalid_request_error",
-                429: "rate_limit_error", 529: "overloaded_error", 503: "overloaded_error"}
+                404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+                422: "invalid_request_error", 429: "rate_limit_error", 529: "overloaded_error"}
 
 
 def error_body_anthropic(err: EngineError) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -398,16 +399,20 @@ class OpenAIStreamEncoder:
 
 _ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error",
-    429: "rate_limit_error",
+    404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+    422: "invalid_request_error", 429: "rate_limit_error",
 }
+# Field errors read "<field>: <why>" (common.bad, ChatRequest.validate): the field is OpenAI's `param`.
+_FIELD = re.compile(r"([A-Za-z_][\w.\[\]-]*): ")
 
 
 def error_body_openai(err: EngineError) -> dict[str, Any]:
     status = err.status or 500
     kind = _ERROR_TYPES.get(status, "service_unavailable" if status == 503 else "server_error")
-    code = {404: "model_not_found", 503: "backends_unavailable"}.get(status)
-    return {"error": {"message": str(err), "type": kind, "param": None, "code": code}}
+    # An error class may name its own code (the listener's unknown endpoint: "unknown_url").
+    code = getattr(err, "code", None) or {404: "model_not_found", 503: "backends_unavailable"}.get(status)
+    field = _FIELD.match(err.message) if status in (400, 413, 422) else None
+    return {"error": {"message": str(err), "type": kind, "param": field.group(1) if field else None, "code": code}}
 
 
 def parse_openai_error(status: int, body: Any) -> str:

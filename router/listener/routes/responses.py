@@ -18,4 +18,4 @@ routes = APIRouter(dependencies=[Depends(require_key)])
 @routes.post("/v1/responses", openapi_extra=request_body(OPENAI_RESPONSES))
 async def responses(request: Request, wb: WorkbenchDep) -> Response:
     req = request_from_responses(await read_json(request))
-    return await answer(wb.router, req, RESPONSES)
+    return await answer(request, wb, req, RESPONSES)
