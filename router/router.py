@@ -284,7 +284,8 @@ class RouteStream:
             self.answered_by = f"{step.backend}/{chunk.model or step.model}"
         if chunk.text:
             self._timer.text()
-        if chunk.usage is not None:
+        if chunk.usage is not None and chunk.finish_reason:
+            # Only a final chunk's usage is the answer's: a first chunk may carry the prompt's alone.
             self._usage = chunk.usage = self._timer.usage(chunk.usage)
         if chunk.finish_reason and chunk.error is None:
             self._complete = True

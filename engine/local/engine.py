@@ -239,7 +239,7 @@ class LocalEngine:
         def begin() -> None:
             self._worker.enqueue(self._prepare(info, request, handle))
 
-        finished = False
+        finished = first_sent = False
         try:
             try:
                 await self._worker.run(begin)
@@ -251,7 +251,10 @@ class LocalEngine:
             while True:
                 item = await handle.queue.get()
                 if isinstance(item, str):
-                    yield Chunk(text=item, backend=self.name, model=info.id)
+                    # The first chunk says how long the prompt was (exact input tokens up front).
+                    usage = None if first_sent else Usage(handle.prompt_tokens)
+                    first_sent = True
+                    yield Chunk(text=item, usage=usage, backend=self.name, model=info.id)
                 elif isinstance(item, Finished):
                     finished = True
                     self._latencies.append(time.perf_counter() - received)
@@ -293,6 +296,7 @@ class LocalEngine:
         context = context_length(info, loaded)
         if len(prompt) >= context:
             raise ContextLengthError(len(prompt), context, info.id, backend=self.name)
+        handle.prompt_tokens = len(prompt)
         params = GenParams(
             # Never generate past the model's context window, whatever max_tokens says.
             max_tokens=max(1, min(request.max_tokens or DEFAULT_MAX_TOKENS, context - len(prompt))),

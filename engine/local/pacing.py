@@ -33,12 +33,14 @@ class PrefillPacer:
             return self.fixed_chunk
         per_token = self.s_per_token.get(model_id)
         if per_token is None:
-            return FIRST_CHUNK
-        want = self.step_s / per_token / max(1, len(remaining))
-        if len(remaining) == 1 and 0 < remaining[0] <= want * TAIL_FACTOR:
-            return max(1, remaining[0])
-        # Multiples of 16 keep the shapes (and Metal's kernel variants) few.
-        return max(MIN_CHUNK, min(MAX_CHUNK, int(want) // 16 * 16))
+            chunk = FIRST_CHUNK
+        else:
+            want = self.step_s / per_token / max(1, len(remaining))
+            # Multiples of 16 keep the shapes (and Metal's kernel variants) few.
+            chunk = max(MIN_CHUNK, min(MAX_CHUNK, int(want) // 16 * 16))
+        if len(remaining) == 1 and 0 < remaining[0] <= chunk * TAIL_FACTOR:
+            return remaining[0]
+        return chunk
 
     def record(self, model_id: str, elapsed: float, read: int, decoded: bool) -> None:
         """One step's time, the prompt tokens it read and whether it also decoded."""

@@ -136,7 +136,8 @@ def passthrough_headers(req: ChatRequest) -> dict[str, str]:
 def _tool_choice_to(choice: Any) -> dict[str, Any]:
     if isinstance(choice, dict):
         return {"type": "tool", "name": choice["name"]}
-    return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(choice, {"type": "auto"})
+    kinds = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
+    return kinds.get(choice, {"type": "auto"})
 
 
 def _tool_choice_from(choice: Any) -> Any:
@@ -159,6 +160,8 @@ def _tool_choice_from(choice: Any) -> Any:
 
 # Headers of an Anthropic client that an Anthropic upstream needs to understand its body.
 FORWARDED_HEADERS = ("anthropic-beta",)
+# Blocks that only one side of the conversation writes (a thinking block anywhere is skipped).
+_OWNED_BLOCKS = {"tool_use": "assistant", "tool_result": "user"}
 # Decided by the route and the listener, so never passed through.
 _NOT_PASSED = ("model", "stream")
 
@@ -254,9 +257,11 @@ def _parse_message(m: Any, i: int) -> list[Message]:
                 texts, attachments = [], []
             out.append(_tool_result(b, where))
             results += 1
-        elif role == "user":
+        elif _OWNED_BLOCKS.get(kind, role) != role:
+            raise bad(f"{where}.type", f"{kind!r} blocks belong to {_OWNED_BLOCKS[kind]} turns")
+        elif role == "user" and kind not in ("thinking", "redacted_thinking"):
             attachments.append(_attachment(b, where))
-        # Anything else in an assistant turn (thinking, redacted_thinking, server tool blocks) is
+        # Anything else (thinking, redacted_thinking, an assistant's server tool blocks) is
         # the upstream's own record: an Anthropic upstream gets it back as sent, others skip it.
     if texts or attachments or calls or not results:
         out.append(Message(role=role, content="".join(texts), tool_calls=tuple(calls),
@@ -289,7 +294,8 @@ def request_from_anthropic(body: Any, headers: Mapping[str, str] | None = None) 
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise bad("max_tokens", "is required")
-    if isinstance(max_tokens, bool) or not (isinstance(max_tokens, int) or isinstance(max_tokens, float) and max_tokens.is_integer()):
+    integral = isinstance(max_tokens, int) or (isinstance(max_tokens, float) and max_tokens.is_integer())
+    if isinstance(max_tokens, bool) or not integral:
         raise bad("max_tokens", "must be an integer")
     max_tokens = int(max_tokens)  # JSON has one number type: 5.0 is the integer 5
     raw = body.get("messages")
@@ -337,7 +343,8 @@ def response_from_anthropic(body: Any) -> ChatResult:
         if b.get("type") == "text":
             texts.append(b.get("text", ""))
         elif b.get("type") == "tool_use":
-            calls.append(ToolCall(id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})))
+            calls.append(ToolCall(id=b.get("id", ""), name=b.get("name", ""),
+                                  arguments=json.dumps(b.get("input") or {})))
         elif b.get("type") in ("thinking", "redacted_thinking"):
             thinking.append(_thinking_of(b, len(thinking)))
     usage = body.get("usage") or {}
@@ -397,6 +404,7 @@ class AnthropicStreamDecoder:
 
     def __init__(self) -> None:
         self._input_tokens = 0
+        self._input_pending = False
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
         self._thinking_index: dict[int, int] = {}  # content block index -> thinking block index
 
@@ -404,11 +412,21 @@ class AnthropicStreamDecoder:
         if event == "error":
             err = obj.get("error") or {}
             kind, message = err.get("type", "error"), err.get("message", "")
-            raise UnavailableError(f"upstream {kind}: {message}", upstream_message=message)
+            raise UnavailableError(f"upstream {kind}: {message}", upstream_message=message,
+                                   status=529 if kind == "overloaded_error" else None)
         if event == "message_start":
             usage = (obj.get("message") or {}).get("usage") or {}
             self._input_tokens = int(usage.get("input_tokens") or 0)
+            self._input_pending = True
             return []
+        chunks = self._feed(event, obj)
+        if chunks and self._input_pending:
+            # The first chunk carries message_start's input_tokens, for the listener's own message_start.
+            self._input_pending = False
+            chunks[0].usage = chunks[0].usage or Usage(prompt_tokens=self._input_tokens)
+        return chunks
+
+    def _feed(self, event: str, obj: dict[str, Any]) -> list[Chunk]:
         if event == "content_block_start":
             block = obj.get("content_block") or {}
             if block.get("type") == "tool_use":
@@ -498,6 +516,9 @@ class AnthropicStreamEncoder:
         return out
 
     def encode(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
+        if chunk.usage is not None:  # before message_start: a first chunk may carry the input tokens
+            self._usage = Usage(prompt_tokens=chunk.usage.prompt_tokens or self._usage.prompt_tokens,
+                                completion_tokens=chunk.usage.completion_tokens)
         out = self._start()
         for t in chunk.thinking:
             out += self._thinking(t)
@@ -511,9 +532,6 @@ class AnthropicStreamEncoder:
             if d.arguments:
                 out.append(("content_block_delta", {"type": "content_block_delta", "index": self._next_block - 1,
                                                      "delta": {"type": "input_json_delta", "partial_json": d.arguments}}))
-        if chunk.usage is not None:
-            self._usage = Usage(prompt_tokens=chunk.usage.prompt_tokens or self._usage.prompt_tokens,
-                                completion_tokens=chunk.usage.completion_tokens)
         if chunk.finish_reason and chunk.error is None:
             self._finish = chunk.finish_reason
         return out
@@ -529,7 +547,8 @@ class AnthropicStreamEncoder:
         out.append(("message_delta", {"type": "message_delta",
                                       "delta": {"stop_reason": stop_reason_out(self._finish) or "end_turn",
                                                 "stop_sequence": None},
-                                      "usage": {"output_tokens": self._usage.completion_tokens}}))
+                                      "usage": {"input_tokens": self._usage.prompt_tokens,
+                                                "output_tokens": self._usage.completion_tokens}}))
         out.append(("message_stop", {"type": "message_stop"}))
         return out
 
@@ -540,9 +559,10 @@ class AnthropicStreamEncoder:
 
 # ---------------------------------------------------------------- errors
 
+# overloaded_error is Anthropic's 529 only (an upstream said so); any other failure is api_error.
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 422: "invalid_request_error",
-                429: "rate_limit_error", 529: "overloaded_error", 503: "overloaded_error"}
+                404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+                422: "invalid_request_error", 429: "rate_limit_error", 529: "overloaded_error"}
 
 
 def error_body_anthropic(err: EngineError) -> dict[str, Any]:

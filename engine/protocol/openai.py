@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from engine.types import (
     ChatResult,
     Chunk,
     EngineError,
+    FinishReason,
     Message,
     ToolCall,
     ToolCallDelta,
@@ -20,8 +22,8 @@ from engine.types import (
     Usage,
 )
 
-_FINISH_IN = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
-              "content_filter": "stop"}
+_FINISH_IN: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+                                        "function_call": "tool_calls", "content_filter": "stop"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -138,7 +140,8 @@ def request_to_openai(req: ChatRequest, *, max_tokens_field: str = "max_tokens")
         body["stop"] = list(req.stop)
     if req.tools:
         body["tools"] = [
-            {"type": "function", "function": {"name": t.name, **({"description": t.description} if t.description else {}),
+            {"type": "function", "function": {"name": t.name,
+                                              **({"description": t.description} if t.description else {}),
                                               "parameters": t.parameters}}
             for t in req.tools
         ]
@@ -153,13 +156,14 @@ def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not (isinstance(value, int) or value.is_integer())):
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not integral):
         raise bad(key, f"must be {'an integer' if kind is int else 'a number'}")
     return int(value) if kind is int else value  # JSON has one number type: 5.0 is the integer 5
 
 
 def _seed(body: dict[str, Any]) -> int | None:
-    seed = _number(body, "seed", int)
+    seed: int | None = _number(body, "seed", int)
     if seed is not None and not 0 <= seed < 2**64:  # MLX's random key takes an unsigned 64-bit seed
         raise bad("seed", "must be between 0 and 2**64 - 1")
     return seed
@@ -303,7 +307,7 @@ class OpenAIStreamDecoder:
     def __init__(self) -> None:
         # A usage-only chunk arrives after the finish_reason chunk; it repeats the finish reason
         # so that the last chunk of a stream always carries both.
-        self._finish: str | None = None
+        self._finish: FinishReason | None = None
 
     def feed(self, obj: dict[str, Any]) -> list[Chunk]:
         if "error" in obj and not obj.get("choices"):
@@ -395,16 +399,20 @@ class OpenAIStreamEncoder:
 
 _ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error",
-    429: "rate_limit_error",
+    404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+    422: "invalid_request_error", 429: "rate_limit_error",
 }
+# Field errors read "<field>: <why>" (common.bad, ChatRequest.validate): the field is OpenAI's `param`.
+_FIELD = re.compile(r"([A-Za-z_][\w.\[\]-]*): ")
 
 
 def error_body_openai(err: EngineError) -> dict[str, Any]:
     status = err.status or 500
     kind = _ERROR_TYPES.get(status, "service_unavailable" if status == 503 else "server_error")
-    code = {404: "model_not_found", 503: "backends_unavailable"}.get(status)
-    return {"error": {"message": str(err), "type": kind, "param": None, "code": code}}
+    # An error class may name its own code (the listener's unknown endpoint: "unknown_url").
+    code = getattr(err, "code", None) or {404: "model_not_found", 503: "backends_unavailable"}.get(status)
+    field = _FIELD.match(err.message) if status in (400, 413, 422) else None
+    return {"error": {"message": str(err), "type": kind, "param": field.group(1) if field else None, "code": code}}
 
 
 def parse_openai_error(status: int, body: Any) -> str:

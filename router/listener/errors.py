@@ -26,6 +26,7 @@ class BodyTooLarge(RejectedError):
 
 class EndpointNotFound(RejectedError):
     default_status = 404
+    code = "unknown_url"  # OpenAI's `code` (error_body_openai); a 404 means an unknown model otherwise
 
 
 class MethodNotAllowed(RejectedError):

@@ -8,8 +8,8 @@ import pytest
 
 from engine.config import EngineConfig
 from router.config import AppConfig
-from router.rules import Rule, Step
 from router.listener import Listener
+from router.rules import Rule, Step
 from router.store import BackendRecord
 from router.workbench import Workbench
 
@@ -42,3 +42,17 @@ async def listener(workbench):
     await lst.start()
     yield lst
     await lst.stop()
+
+
+@pytest.fixture
+async def one_slot(tmp_path: Path, tiny_models_dir: Path):
+    """A workbench whose local model decodes one answer at a time, and its listener."""
+    cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "one", model_dirs=[tiny_models_dir],
+                                        scan_hf_cache=False, max_batch=1))
+    wb = Workbench.open(cfg)
+    wb.store.add_rule(Rule("tiny", "local", model="tiny-llama-mlx"))
+    lst = Listener(wb, "127.0.0.1", 0)
+    await lst.start()
+    yield wb, lst
+    await lst.stop()
+    await wb.aclose()

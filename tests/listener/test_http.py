@@ -5,29 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 
 import httpx
 import pytest
 
 from router.listener import Listener, ListenerError
 from tests.fixtures.fake_upstream import OPENAI_PATH, Reply, openai_text_stream
-
-HELLO = [{"role": "user", "content": "Hello"}]
-
-
-def sse_events(text: str) -> list[tuple[str | None, str]]:
-    out, event, data = [], None, []
-    for line in text.splitlines():
-        if not line:
-            if data:
-                out.append((event, "\n".join(data)))
-            event, data = None, []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
-    return out
+from tests.listener.helpers import HELLO, sse_events
 
 
 async def test_openai_sse_framing(listener) -> None:
@@ -158,34 +142,6 @@ async def test_port_in_use_is_a_clear_error_and_the_loop_lives_on(workbench) -> 
         await asyncio.sleep(0.01)
     finally:
         blocker.close()
-
-
-async def test_client_disconnect_cancels_local_generation(listener, workbench) -> None:
-    await workbench.local.load("tiny-llama-mlx")
-    async with httpx.AsyncClient(base_url=listener.url, timeout=60) as c:
-        async with c.stream("POST", "/v1/chat/completions",
-                            json={"model": "tiny", "messages": HELLO, "stream": True, "max_tokens": 2000,
-                                  "temperature": 1.0}) as r:
-            async for line in r.aiter_lines():
-                if '"content"' in line and '"content":""' not in line:
-                    break
-    deadline = time.perf_counter() + 1.0
-    while workbench.local._worker.active_count() and time.perf_counter() < deadline:
-        await asyncio.sleep(0.02)
-    assert workbench.local._worker.active_count() == 0
-    rows = workbench.store.recent_requests()
-    assert rows[0].status == "client_gone"
-
-
-async def test_client_disconnect_closes_the_upstream_request(listener, fake_upstream) -> None:
-    fake_upstream.script(OPENAI_PATH, Reply(stream=openai_text_stream("a b c d e f g h"), stall_after=3))
-    async with httpx.AsyncClient(base_url=listener.url, timeout=60) as c:
-        async with c.stream("POST", "/v1/chat/completions",
-                            json={"model": "gpt-4o", "messages": HELLO, "stream": True}) as r:
-            async for line in r.aiter_lines():
-                if "content" in line:
-                    break
-    assert await fake_upstream.await_disconnects(1, timeout=5)
 
 
 async def test_access_log_has_method_path_status_but_no_key_or_prompt(workbench, caplog) -> None:

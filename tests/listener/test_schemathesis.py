@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 
 from engine.config import EngineConfig
 from router.config import AppConfig
-from router.rules import Rule
 from router.listener import Listener
+from router.rules import Rule
 from router.workbench import Workbench
 
 

@@ -251,7 +251,7 @@ def test_encoder_exact_event_sequence():
     assert events[5][1]["index"] == 1 and events[5][1]["content_block"]["type"] == "tool_use"
     assert events[5][1]["content_block"]["id"] == "tu_1" and events[5][1]["content_block"]["name"] == "f"
     assert events[6][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"a":1}'}
-    assert events[8][1]["delta"]["stop_reason"] == "tool_use" and events[8][1]["usage"] == {"output_tokens": 6}
+    assert events[8][1]["delta"]["stop_reason"] == "tool_use" and events[8][1]["usage"] == {"input_tokens": 4, "output_tokens": 6}
 
 
 def test_encoder_empty_stream_still_has_one_block_and_end_turn():
@@ -264,7 +264,7 @@ def test_encoder_error_event_and_nothing_after_it():
     enc = AnthropicStreamEncoder("m", "id")
     enc.encode(Chunk(text="partial"))
     name, body = enc.error_event(UnavailableError("upstream went away"))
-    assert name == "error" and body == {"type": "error", "error": {"type": "overloaded_error",
+    assert name == "error" and body == {"type": "error", "error": {"type": "api_error",
                                                                   "message": "upstream went away"}}
     assert enc.finish() == []
 

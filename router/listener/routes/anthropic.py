@@ -20,8 +20,8 @@ routes = APIRouter(dependencies=[Depends(require_key)])
 
 @routes.post("/v1/messages", openapi_extra=request_body(ANTHROPIC_MESSAGES))
 async def messages(request: Request, wb: WorkbenchDep) -> Response:
-    req = request_from_anthropic(await read_json(request))
-    return await answer(wb.router, req, ANTHROPIC)
+    req = request_from_anthropic(await read_json(request), request.headers)
+    return await answer(request, wb, req, ANTHROPIC)
 
 
 @routes.post("/v1/messages/count_tokens", openapi_extra=request_body(ANTHROPIC_COUNT_TOKENS))

@@ -18,4 +18,4 @@ routes = APIRouter(dependencies=[Depends(require_key)])
 @routes.post("/v1/chat/completions", openapi_extra=request_body(OPENAI_CHAT))
 async def chat_completions(request: Request, wb: WorkbenchDep) -> Response:
     req = request_from_openai(await read_json(request))
-    return await answer(wb.router, req, OPENAI)
+    return await answer(request, wb, req, OPENAI)
