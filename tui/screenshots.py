@@ -11,12 +11,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import EngineConfig
 from router.config import AppConfig
 from router.rules import Rule, Step
 from router.store import BackendRecord, Conversation, RequestRecord, Store
+
+if TYPE_CHECKING:
+    from tui.app import WorkbenchApp
 
 FIXED_NOW = 1795000000.0  # a fixed clock: 2026-11-18 10:13:20 UTC
 PANES = ("chat", "models", "rules", "health", "requests")
@@ -89,7 +92,7 @@ def sample_conversation() -> Conversation:
     ], created_at=FIXED_NOW - 60)
 
 
-def fixed_app(base: Path, models_dir: Path | None):
+def fixed_app(base: Path, models_dir: Path | None) -> WorkbenchApp:
     from tui.app import WorkbenchApp
 
     os.environ["TZ"] = "UTC"

@@ -65,6 +65,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Client errors that must never be retried nor count against the breaker.
 CLIENT_ERROR_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 415, 422})
 _ATTEMPTS_KEY = "mlxwb.attempts"
+# A callable given the attempt number (2, 3...) when a retry is sent: the router's status line.
+_RETRY_KEY = "mlxwb.on_retry"
 _LATENCY_WINDOW = 100
 _MAX_ERROR_BODY = 64 * 1024
 # After the answer's last event: how long and how much of the rest to read for connection reuse.
@@ -211,6 +213,9 @@ def _make_transport(retry: Any, inner: httpx.AsyncHTTPTransport) -> httpx.AsyncB
             counter = request.extensions.get(_ATTEMPTS_KEY)
             if counter is not None:
                 counter[0] += 1
+                on_retry = request.extensions.get(_RETRY_KEY)
+                if on_retry is not None and counter[0] > 1:
+                    on_retry(counter[0])
             return await self._inner.handle_async_request(request)
 
         async def aclose(self) -> None:
@@ -488,6 +493,13 @@ class CloudBackend:
             await _finish_off(response.aclose())
             self._watch_pool()
 
+    def _on_retry(self, request: ChatRequest) -> Callable[[int], None] | None:
+        """"openai: retry 1/2" to the router's status callback, when the request carries one."""
+        on_status = request.metadata.get("on_status")
+        if not callable(on_status):
+            return None
+        return lambda attempt: on_status(f"{self.name}: retry {attempt - 1}/{self.cfg.retries}")
+
     async def _send(self, request: ChatRequest, attempts: list[int], bounds: _Bounds) -> httpx.Response:
         """POST (retried by the transport) until the response headers, within the first-token deadline."""
         import httpx
@@ -500,7 +512,8 @@ class CloudBackend:
             self._endpoint(),
             json=self._request_body(replace(request, stream=True)),
             headers=headers,
-            extensions={_ATTEMPTS_KEY: attempts, "retry": self._retry.for_deadline(deadline)},
+            extensions={_ATTEMPTS_KEY: attempts, "retry": self._retry.for_deadline(deadline),
+                        _RETRY_KEY: self._on_retry(request)},
         )
         try:
             async with asyncio.timeout_at(deadline):

@@ -284,11 +284,13 @@ class LocalEngine:
         # A client that goes away during the load stops it too (between load stages).
         # The router's "what is this request waiting on" callback, when it gave one ("loading demo 45%").
         on_status = request.metadata.get("on_status")
+        report: Callable[[str], None] | None = on_status if callable(on_status) else None
 
         def loading(p: LoadProgress) -> None:
-            on_status(f"loading {info.id} {p.fraction:.0%}")
+            if report is not None:
+                report(f"loading {info.id} {p.fraction:.0%}")
 
-        loaded = self._manager.get(info, progress=loading if callable(on_status) else None, cancel=handle.cancelled)
+        loaded = self._manager.get(info, progress=loading if report else None, cancel=handle.cancelled)
         load_s = 0.0 if was_loaded else time.perf_counter() - started
         prompt = render_prompt(loaded.tokenizer, request)
         if not prompt:

@@ -26,7 +26,7 @@ def make_app(tmp_path: Path, models_dir: Path, **kw: Any) -> WorkbenchApp:
     return WorkbenchApp(make_config(tmp_path, models_dir, **kw))
 
 
-async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout: float = 60.0) -> None:  # noqa: ASYNC109
+async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout: float = 60.0) -> None:
     deadline = time.perf_counter() + timeout
     while not predicate():
         if time.perf_counter() > deadline:

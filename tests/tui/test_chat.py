@@ -357,3 +357,20 @@ async def test_a_reopened_unfinished_answer_says_so(tmp_path: Path, tiny_models_
         await wait_for(pilot, lambda: "the app stopped before this answer ended" in screen_text(app), timeout=5)
         # What the model said so far is context for the next question.
         assert [m.content for m in app.query_one(ChatPane).session.context()] == ["q", "part of an"]
+
+
+async def test_the_status_line_counts_a_cloud_backends_retries(tmp_path: Path, tiny_models_dir: Path, fake_upstream,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_upstream.script(OPENAI_PATH, 503, 503)
+    app = make_app(tmp_path, tiny_models_dir)
+    shown: list[str] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        add_openai(app, fake_upstream, retries=2, backoff_factor=0.01)
+        app.workbench.store.add_rule(Rule("gpt-*", "openai"))
+        chat = app.query_one(ChatPane)
+        say = chat.say
+        monkeypatch.setattr(chat, "say", lambda text, error=False: (shown.append(text), say(text, error)))
+        await ask(pilot, "hi", model="gpt-4o")
+        await wait_for(pilot, lambda: answered(chat, 2))
+        assert "openai: retry 1/2" in shown and "openai: retry 2/2" in shown, shown
+        assert chat.session.turns[-1].state == "done" and fake_upstream.count(OPENAI_PATH) == 3
