@@ -374,3 +374,24 @@ async def test_the_status_line_counts_a_cloud_backends_retries(tmp_path: Path, t
         await wait_for(pilot, lambda: answered(chat, 2))
         assert "openai: retry 1/2" in shown and "openai: retry 2/2" in shown, shown
         assert chat.session.turns[-1].state == "done" and fake_upstream.count(OPENAI_PATH) == 3
+
+
+async def test_the_local_user_may_name_a_model_file_by_its_path(tmp_path: Path, tiny_models_dir: Path,
+                                                                tiny_gguf_model: Path) -> None:
+    # The TUI sets allow_model_paths (the listener never does) and asks with high priority.
+    app = make_app(tmp_path, tmp_path / "no-model-dirs")
+    seen: list = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        chat = app.query_one(ChatPane)
+        route = app.workbench.router.route
+
+        def spy(request, **kw):
+            seen.append(request)
+            return route(request, **kw)
+
+        app.workbench.router.route = spy
+        app.query_one("#max-tokens").value = "2"
+        await ask(pilot, "hi", model=str(tiny_gguf_model))
+        await wait_for(pilot, lambda: answered(chat, 2))
+        assert chat.session.turns[-1].state == "done", chat.session.turns[-1].meta
+        assert seen[0].allow_model_paths is True and seen[0].priority == "high"
