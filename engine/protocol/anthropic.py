@@ -289,7 +289,8 @@ def request_from_anthropic(body: Any, headers: Mapping[str, str] | None = None) 
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise bad("max_tokens", "is required")
-    if isinstance(max_tokens, bool) or not (isinstance(max_tokens, int) or isinstance(max_tokens, float) and max_tokens.is_integer()):
+    integral = isinstance(max_tokens, int) or (isinstance(max_tokens, float) and max_tokens.is_integer())
+    if isinstance(max_tokens, bool) or not integral:
         raise bad("max_tokens", "must be an integer")
     max_tokens = int(max_tokens)  # JSON has one number type: 5.0 is the integer 5
     raw = body.get("messages")

@@ -154,8 +154,10 @@ def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not (isinstance(value, int) or value.is_integer())):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise bad(key, f"must be {'an integer' if kind is int else 'a number'}")
+    if kind is int and not (isinstance(value, int) or value.is_integer()):
+        raise bad(key, "must be an integer")
     return int(value) if kind is int else value  # JSON has one number type: 5.0 is the integer 5
 
 
