@@ -58,7 +58,9 @@ test: setup-test demo
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The README's pictures, from the same fixed scenes as the snapshot tests (tui/screenshots.py).
 screenshots: setup-test
+	rm -f screenshots/*.svg
 	$(BIN)/python -m tui.screenshots screenshots
 
 bench: setup demo

@@ -1,6 +1,6 @@
 """A high-priority request on a busy engine, against the same request on an idle one (demo model).
 
-    .venv/bin/python bench/priority.py [--reps 3] [--busy 6] [--max-batch 2]
+    .venv/bin/python bench/priority.py [--reps 5] [--busy 6] [--max-batch 2]
 
 With max_batch 2 and six long normal requests (two decoding, four queued), a high request (the
 TUI or CLI user) is admitted into the overflow place at once. Prints its time to first token next
@@ -70,7 +70,7 @@ async def busy_ttft(engine: LocalEngine, busy: int, max_batch: int, priority: st
 
 async def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--busy", type=int, default=6)
     ap.add_argument("--max-batch", type=int, default=2)
     args = ap.parse_args()

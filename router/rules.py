@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Collection, Mapping
 
 REGEX_PREFIX = "re:"
 LOCAL_BACKEND = "local"
@@ -32,7 +32,7 @@ class Step:
         return f"{self.backend}:{self.model}" if self.model else self.backend
 
     @classmethod
-    def parse(cls, text: str) -> "Step":
+    def parse(cls, text: str) -> Step:
         backend, _, model = text.partition(":")
         if not backend.strip():
             raise RuleError(f"fallback {text!r}: expected BACKEND or BACKEND:MODEL")
@@ -139,9 +139,21 @@ def validate_rule(rule: Rule, known_backends: Collection[str] | None = None) -> 
                 raise RuleError(f"backend: unknown backend {b!r} (known: {', '.join(sorted(known_backends))})")
 
 
+def rules_using(rules: list[Rule], backend: str) -> list[tuple[Rule, str]]:
+    """The rules (enabled or not) that name `backend`, each with how: "target" or "fallback"."""
+    found: list[tuple[Rule, str]] = []
+    for r in rules:
+        if r.backend == backend:
+            found.append((r, "target"))
+        elif any(s.backend == backend for s in r.fallbacks):
+            found.append((r, "fallback"))
+    return found
+
+
 def _rank(rule: Rule) -> tuple[int, int, int, int]:
     """Sort key: smaller is better."""
-    return (0 if rule.kind == "exact" else 1, -rule.priority, -rule.specificity, rule.id if rule.id is not None else 1 << 62)
+    newest = rule.id if rule.id is not None else 1 << 62
+    return (0 if rule.kind == "exact" else 1, -rule.priority, -rule.specificity, newest)
 
 
 def order(rules: list[Rule]) -> list[Rule]:

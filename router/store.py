@@ -381,8 +381,14 @@ class Store:
         return rec
 
     def delete_backend(self, name: str) -> bool:
+        """Remove the backend and its shared breaker state (a backend added later under the same
+        name starts closed)."""
+        # Breaker writes still queued on the writer must land before, not after a re-add.
+        self._written()
+
         def delete(db: Any) -> int:
             n = db.execute("DELETE FROM backends WHERE name = ?", [name]).rowcount
+            db.execute("DELETE FROM breakers WHERE backend = ?", [name])
             if n:
                 self._bump()
             return int(n)
@@ -468,27 +474,45 @@ class Store:
     def set_cloud_routing(self, on: bool) -> None:
         self.set_setting("cloud_routing", bool(on))
 
-    def breaker_rows(self) -> dict[str, dict[str, Any]]:
-        """Every backend's shared breaker state: {name: {state, failures, opened_at, last_error, ...}}."""
-        return {r["backend"]: r for r in self.db["breakers"].rows}
+    def breaker_rows(self, *, wait_for_writer: bool = True) -> dict[str, dict[str, Any]]:
+        """Every backend's shared breaker state: {name: {state, failures, opened_at, last_error, ...}}.
+        By default it first lets this store's writer finish what it was given (read-your-writes);
+        the event loop's breaker cache does not wait (router/breakers.py overlays its own writes)."""
+        if wait_for_writer:
+            self._written()
+        return self._read("read the breaker states", lambda: {r["backend"]: r for r in self.db["breakers"].rows})
 
-    def breaker_version(self) -> int:
-        """Changes whenever any connection committed anything (cheap: one PRAGMA)."""
-        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+    def breaker_version(self) -> tuple[int, int]:
+        """Changes whenever another connection committed anything, or this one changed the
+        backends (cheap: one PRAGMA; SQLite's data_version does not move for our own commits)."""
+        version = self._read("read the database", lambda: self.db.execute("PRAGMA data_version").fetchone()[0])
+        return int(version), self._own_writes
 
-    def save_breaker(self, backend: str, **values: Any) -> None:
+    @staticmethod
+    def _backend_exists(db: Any, backend: str) -> bool:
+        return db.execute("SELECT 1 FROM backends WHERE name = ?", [backend]).fetchone() is not None
+
+    def save_breaker(self, backend: str, **values: Any) -> bool:
         """Write only the given fields of one backend's breaker row (no change-token bump: breaker
-        moves must not make every process reload rules and rebuild backends)."""
-        def save(db: Any) -> None:
+        moves must not make every process reload rules and rebuild backends). False, and nothing
+        written, when the backend is gone (a request still running on a removed backend must not
+        bring its row back)."""
+        def save(db: Any) -> bool:
+            if not self._backend_exists(db, backend):
+                return False
             db["breakers"].upsert({"backend": backend, **values, "updated_at": time.time()}, pk="backend")
+            return True
 
-        self.write(save, what=f"save the breaker state of {backend!r}")
+        return self.write(save, what=f"save the breaker state of {backend!r}")
 
-    def add_breaker_failure(self, backend: str, error: str | None) -> int:
-        """Count one failure atomically (two processes failing at once both count); the new count."""
+    def add_breaker_failure(self, backend: str, error: str | None) -> int | None:
+        """Count one failure atomically (two processes failing at once both count); the new count,
+        or None (nothing written) when the backend is gone."""
         now = time.time()
 
         def count(db: Any) -> Any:
+            if not self._backend_exists(db, backend):
+                return None
             db.execute(
                 "INSERT INTO breakers (backend, state, failures, last_error, last_error_at, updated_at) "
                 "VALUES (?, 'closed', 1, ?, ?, ?) ON CONFLICT(backend) DO UPDATE SET failures = failures + 1, "
@@ -497,7 +521,7 @@ class Store:
             return db.execute("SELECT failures FROM breakers WHERE backend = ?", [backend]).fetchone()
 
         row = self.write(count, what=f"count a failure of {backend!r}")
-        return int(row[0])
+        return None if row is None else int(row[0])
 
     # ------------------------------------------------------------ request log
 

@@ -6,18 +6,22 @@ import asyncio
 import logging
 import time
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from engine.cloud import default_base_url
 from engine.local.blas import reference_blas_notice
 from engine.local.engine import LocalEngine
 from engine.types import Backend, BackendSnapshot, BreakerEvent
+from router.breakers import SQLiteBreakerStates
 from router.config import AppConfig
 from router.events import BackendsChanged, BreakerChanged, EventBus
-from router.breakers import SQLiteBreakerStates
 from router.router import Router
 from router.secrets import Secrets
 from router.store import BackendRecord, Store
+
+if TYPE_CHECKING:
+    from engine.cloud import CloudKind
+    from engine.cloud.base import CloudConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +34,14 @@ def _loop_running() -> bool:
     return True
 
 
-def cloud_config(rec: BackendRecord) -> Any:
+def cloud_config(rec: BackendRecord) -> CloudConfig:
     from engine.cloud.base import CloudConfig
 
     known = {f.name for f in fields(CloudConfig)}
     settings = {k: v for k, v in rec.settings.items() if k in known}
     base_url = rec.base_url or default_base_url(rec.kind) or ""
-    return CloudConfig(name=rec.name, kind=rec.kind, base_url=base_url, **settings)
+    # The stored kind is any string; CloudConfig refuses one that is not a CloudKind.
+    return CloudConfig(name=rec.name, kind=cast("CloudKind", rec.kind), base_url=base_url, **settings)
 
 
 class Workbench:
@@ -56,13 +61,13 @@ class Workbench:
         # What a front end says once at start (found here, before any event loop runs).
         blas = reference_blas_notice(config.engine.use_system_openblas)
         self.notices: list[str] = [*store.notices, *([blas] if blas else [])]
-        self.breakers = SQLiteBreakerStates(store)
+        self.breakers = SQLiteBreakerStates(store, on_failed=self.events.publish)
         self.router = Router(store, self.backends, self.events, default_backend=config.default_backend,
                              log_prompts=config.log_prompts, prepare=self.prepare,
                              breaker_states=self.breaker_states)
 
     @classmethod
-    def open(cls, config: AppConfig, **kw: Any) -> "Workbench":
+    def open(cls, config: AppConfig, **kw: Any) -> Workbench:
         store = Store.open(config.database, log_prompts=config.log_prompts, max_rows=config.request_log_max_rows,
                            max_age_days=config.request_log_max_age_days)
         return cls(config, store, **kw)

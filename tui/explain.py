@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 from rich.text import Text
 
-from router.rules import Explanation
+from router.rules import CLOUD_OFF, Explanation
 
 STATE_STYLES = {"closed": "green", "half-open": "yellow", "open": "red", "missing": "red"}
 
@@ -52,6 +52,8 @@ def chain_text(ex: Explanation, local_names: Collection[str] | None = None, defa
         out.append(f"no rule: default backend {default_backend}")
     if not usable:
         out.append("  · nothing here can answer", style="bold red")
+    if any(s.reason == CLOUD_OFF for s in ex.chain):
+        out.append("  · f9 turns cloud routing on")
     return out
 
 

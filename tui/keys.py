@@ -19,6 +19,7 @@ def binding_groups() -> list[tuple[str, list[Binding], list[tuple[str, str]]]]:
     from tui.panes.rules import RulesPane
     from tui.screens.conversations import ConversationPicker
     from tui.screens.dialogs import Confirm, RuleForm
+    from tui.screens.help import HelpScreen
     from tui.widgets.backend_card import BackendCard
     from tui.widgets.prompt import PromptArea
 
@@ -35,7 +36,7 @@ def binding_groups() -> list[tuple[str, list[Binding], list[tuple[str, str]]]]:
         ("Health (on a backend card)", own(HealthPane) + own(BackendCard), []),
         ("Requests", own(RequestsPane), RequestsPane.HELP_ROWS),
         (ConversationPicker.HELP_TITLE, own(ConversationPicker), ConversationPicker.HELP_ROWS),
-        ("Dialogs", own(RuleForm) + own(Confirm), []),
+        ("Dialogs", own(RuleForm) + own(Confirm) + own(HelpScreen), []),
     ]
 
 
@@ -43,7 +44,17 @@ def binding_ids() -> set[str]:
     return {b.id for _, bindings, _ in binding_groups() for b in bindings if b.id}
 
 
-def help_rows(keymap: dict[str, str], display: Callable[[Binding], str]) -> list[tuple[str, list[tuple[str, str]]]]:
+NAMES = {"question_mark": "?", "slash": "/", "plus": "+", "minus": "-", "equals_sign": "=", "escape": "esc",
+         "pageup": "pgup", "pagedown": "pgdn"}
+
+
+def show_key(binding: Binding) -> str:
+    """A key as a person types it: "ctrl+b", "?", "f10" (Textual's footer writes ^b)."""
+    return "+".join(NAMES.get(part, part) for part in binding.key.split("+"))
+
+
+def help_rows(keymap: dict[str, str], display: Callable[[Binding], str] = show_key,
+              ) -> list[tuple[str, list[tuple[str, str]]]]:
     """The groups as (keys, what) rows, keys as the keymap has made them."""
     out: list[tuple[str, list[tuple[str, str]]]] = []
     for title, bindings, extra in binding_groups():
@@ -63,8 +74,6 @@ def keys_of(binding: Binding, keymap: dict[str, str], display: Callable[[Binding
     keys = keymap.get(binding.id, "") if binding.id else ""
     if keys:
         return " / ".join(display(binding.with_key(k.strip(), key_display=None)) for k in keys.split(","))
-    if binding.key_display:
-        return binding.key_display
     return " / ".join(display(binding.with_key(k.strip(), key_display=None)) for k in binding.key.split(","))
 
 

@@ -20,6 +20,7 @@ import concurrent.futures
 import logging
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -345,6 +346,13 @@ class MLXWorker:
             batch.generator.close()
         self.prompt_cache.clear()
         self._publish()
+        if "mlx_lm.generate" in sys.modules:
+            # The generator computes each next token ahead (async_eval); let that finish, or the
+            # process may exit with MLX's stream thread still working (std::terminate, an abort).
+            import mlx.core as mx
+            from mlx_lm.generate import generation_stream
+
+            mx.synchronize(generation_stream)
 
     def _drop_cancelled(self, batch: _Batch) -> None:
         waiting = batch.queue.remove_if(lambda s: s.handle.cancelled.is_set())

@@ -10,11 +10,14 @@ prompt, is taken out).
 
 from __future__ import annotations
 
-FIRST_CHUNK = 16  # before anything is measured: small, so that the first step is short everywhere
-MIN_CHUNK = 8
+FIRST_CHUNK = 32  # before anything is measured
+# Below this the CPU matmuls lose their efficiency (more seconds per token, so smaller chunks still:
+# a spiral measured here at 8 tokens a chunk); on Metal any chunk this small is quick anyway.
+MIN_CHUNK = 32
 MAX_CHUNK = 2048
-# A prompt whose rest fits in this many chunks is read in one step rather than split in two.
-TAIL_FACTOR = 1.5
+# A prompt whose rest fits in this many chunks is read in one step rather than split (so a short
+# prompt costs one step, not two or three with a decode step each; a step stays under 2 x step_s).
+TAIL_FACTOR = 2.0
 
 
 class PrefillPacer:
@@ -30,14 +33,14 @@ class PrefillPacer:
             return self.fixed_chunk
         per_token = self.s_per_token.get(model_id)
         if per_token is None:
-            return FIRST_CHUNK
-        want = self.step_s / per_token / max(1, len(remaining))
-        if len(remaining) == 1 and 0 < remaining[0] <= want * TAIL_FACTOR:
-            return max(1, remaining[0])
-        if want < 2 * MIN_CHUNK:
-            return MIN_CHUNK
-        # Multiples of 16 keep the shapes (and Metal's kernel variants) few.
-        return min(MAX_CHUNK, int(want) // 16 * 16)
+            chunk = FIRST_CHUNK
+        else:
+            want = self.step_s / per_token / max(1, len(remaining))
+            # Multiples of 16 keep the shapes (and Metal's kernel variants) few.
+            chunk = max(MIN_CHUNK, min(MAX_CHUNK, int(want) // 16 * 16))
+        if len(remaining) == 1 and 0 < remaining[0] <= chunk * TAIL_FACTOR:
+            return remaining[0]
+        return chunk
 
     def record(self, model_id: str, elapsed: float, read: int, decoded: bool) -> None:
         """One step's time, the prompt tokens it read and whether it also decoded."""

@@ -136,7 +136,8 @@ def passthrough_headers(req: ChatRequest) -> dict[str, str]:
 def _tool_choice_to(choice: Any) -> dict[str, Any]:
     if isinstance(choice, dict):
         return {"type": "tool", "name": choice["name"]}
-    return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(choice, {"type": "auto"})
+    kinds = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
+    return kinds.get(choice, {"type": "auto"})
 
 
 def _tool_choice_from(choice: Any) -> Any:
@@ -159,6 +160,8 @@ def _tool_choice_from(choice: Any) -> Any:
 
 # Headers of an Anthropic client that an Anthropic upstream needs to understand its body.
 FORWARDED_HEADERS = ("anthropic-beta",)
+# Blocks that only one side of the conversation writes (a thinking block anywhere is skipped).
+_OWNED_BLOCKS = {"tool_use": "assistant", "tool_result": "user"}
 # Decided by the route and the listener, so never passed through.
 _NOT_PASSED = ("model", "stream")
 
@@ -254,9 +257,11 @@ def _parse_message(m: Any, i: int) -> list[Message]:
                 texts, attachments = [], []
             out.append(_tool_result(b, where))
             results += 1
-        elif role == "user":
+        elif _OWNED_BLOCKS.get(kind, role) != role:
+            raise bad(f"{where}.type", f"{kind!r} blocks belong to {_OWNED_BLOCKS[kind]} turns")
+        elif role == "user" and kind not in ("thinking", "redacted_thinking"):
             attachments.append(_attachment(b, where))
-        # Anything else in an assistant turn (thinking, redacted_thinking, server tool blocks) is
+        # Anything else (thinking, redacted_thinking, an assistant's server tool blocks) is
         # the upstream's own record: an Anthropic upstream gets it back as sent, others skip it.
     if texts or attachments or calls or not results:
         out.append(Message(role=role, content="".join(texts), tool_calls=tuple(calls),
@@ -338,7 +343,8 @@ def response_from_anthropic(body: Any) -> ChatResult:
         if b.get("type") == "text":
             texts.append(b.get("text", ""))
         elif b.get("type") == "tool_use":
-            calls.append(ToolCall(id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})))
+            calls.append(ToolCall(id=b.get("id", ""), name=b.get("name", ""),
+                                  arguments=json.dumps(b.get("input") or {})))
         elif b.get("type") in ("thinking", "redacted_thinking"):
             thinking.append(_thinking_of(b, len(thinking)))
     usage = body.get("usage") or {}

@@ -13,6 +13,7 @@ from engine.types import (
     ChatResult,
     Chunk,
     EngineError,
+    FinishReason,
     Message,
     ToolCall,
     ToolCallDelta,
@@ -21,8 +22,8 @@ from engine.types import (
     Usage,
 )
 
-_FINISH_IN = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
-              "content_filter": "stop"}
+_FINISH_IN: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+                                        "function_call": "tool_calls", "content_filter": "stop"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -139,7 +140,8 @@ def request_to_openai(req: ChatRequest, *, max_tokens_field: str = "max_tokens")
         body["stop"] = list(req.stop)
     if req.tools:
         body["tools"] = [
-            {"type": "function", "function": {"name": t.name, **({"description": t.description} if t.description else {}),
+            {"type": "function", "function": {"name": t.name,
+                                              **({"description": t.description} if t.description else {}),
                                               "parameters": t.parameters}}
             for t in req.tools
         ]
@@ -154,10 +156,9 @@ def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not integral):
         raise bad(key, f"must be {'an integer' if kind is int else 'a number'}")
-    if kind is int and not (isinstance(value, int) or value.is_integer()):
-        raise bad(key, "must be an integer")
     return int(value) if kind is int else value  # JSON has one number type: 5.0 is the integer 5
 
 
@@ -306,7 +307,7 @@ class OpenAIStreamDecoder:
     def __init__(self) -> None:
         # A usage-only chunk arrives after the finish_reason chunk; it repeats the finish reason
         # so that the last chunk of a stream always carries both.
-        self._finish: str | None = None
+        self._finish: FinishReason | None = None
 
     def feed(self, obj: dict[str, Any]) -> list[Chunk]:
         if "error" in obj and not obj.get("choices"):

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from router.listener.access_log import AccessLog
 from router.listener.body import MAX_BODY_BYTES
 from router.listener.errors import install_error_handlers
-from router.listener.routes import anthropic, docs, info, openai
+from router.listener.routes import anthropic, docs, info, openai, responses
 from router.listener.sessions import Sessions
 from router.workbench import Workbench
 
@@ -30,6 +30,6 @@ def create_app(
     app.state.sessions = Sessions()
     install_error_handlers(app)
     app.add_middleware(AccessLog)
-    for module in (openai, anthropic, info, docs):
+    for module in (openai, responses, anthropic, info, docs):
         app.include_router(module.routes)
     return app

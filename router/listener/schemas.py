@@ -253,6 +253,68 @@ ANTHROPIC_COUNT_TOKENS: dict[str, Any] = {
 }
 
 
+# ---------------------------------------------------------------- OpenAI Responses (stateless)
+
+_RESPONSES_ITEM: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "type": {"const": "message"},
+                "role": {"enum": ["user", "assistant", "system", "developer"]},
+                "content": {
+                    "anyOf": [_STRING, {"type": "array", "items": {"anyOf": [_text_part("input_text"),
+                                                                              _text_part("output_text")]}}]
+                },
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "call_id", "name"],
+            "properties": {"type": {"const": "function_call"}, "call_id": _STRING, "name": _STRING,
+                           "arguments": _STRING},
+        },
+        {
+            "type": "object",
+            "required": ["type", "call_id"],
+            "properties": {"type": {"const": "function_call_output"}, "call_id": _STRING, "output": _STRING},
+        },
+    ]
+}
+
+OPENAI_RESPONSES: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": _MODEL,
+        "input": {"anyOf": [_STRING, {"type": "array", "minItems": 1, "items": _RESPONSES_ITEM}]},
+        "instructions": {"type": ["string", "null"]},
+        "max_output_tokens": _MAX_TOKENS,
+        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+        "top_p": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
+        "stream": {"type": "boolean"},
+        "store": {"enum": [False, None]},  # stateless: store: true is a 400
+        "tools": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "required": ["type", "name"],
+                "properties": {"type": {"const": "function"}, "name": _STRING, "description": _STRING,
+                               "parameters": _JSON_SCHEMA_OBJECT},
+            },
+        },
+        "tool_choice": {
+            "anyOf": [
+                {"enum": ["auto", "none", "required", None]},
+                {"type": "object", "required": ["type", "name"],
+                 "properties": {"type": {"const": "function"}, "name": _STRING}},
+            ]
+        },
+    },
+}
+
+
 def request_body(schema: dict[str, Any]) -> dict[str, Any]:
     """`openapi_extra` for a route that reads its JSON body itself."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from engine.protocol import anthropic as anth
 from engine.protocol import openai as oai
+from engine.protocol import responses as rsp
 from engine.types import ChatRequest, ChatResult, Chunk, EngineError
 
 Event = tuple[str | None, Any]
@@ -56,6 +57,20 @@ class AnthropicEvents:
         return [self._enc.error_event(err)]
 
 
+class ResponsesEvents:
+    def __init__(self, req: ChatRequest, request_id: str) -> None:
+        self._enc = rsp.ResponsesStreamEncoder(req, request_id)
+
+    def encode(self, chunk: Chunk) -> list[Event]:
+        return list(self._enc.encode(chunk))
+
+    def finish(self) -> list[Event]:
+        return list(self._enc.finish())
+
+    def fail(self, err: EngineError) -> list[Event]:
+        return list(self._enc.error_events(err))
+
+
 @dataclass(frozen=True)
 class Wire:
     name: str
@@ -72,4 +87,9 @@ ANTHROPIC = Wire(
     "anthropic",
     lambda result, req, rid: anth.response_to_anthropic(result, model=req.model, id=f"msg_{rid}"),
     AnthropicEvents,
+)
+RESPONSES = Wire(
+    "responses",
+    lambda result, req, rid: rsp.response_to_responses(result, req, id=rid),
+    ResponsesEvents,
 )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
-from engine.types import Chunk, EngineError, Message, ChatRequest
+from engine.types import ChatRequest, Chunk, EngineError, Message
 from tests.fixtures.fake_upstream import (
     ANTHROPIC_DEFAULT_TEXT,
     ANTHROPIC_PATH,

@@ -193,7 +193,7 @@ async def test_trip_and_reset_from_the_ui(fake_upstream: FakeUpstream, make) -> 
     assert isinstance(error, UnavailableError) and fake_upstream.count() == 0
     backend.reset_breaker()
     assert backend.snapshot().state == "closed"
-    chunks, error = await consume(backend.stream(chat()))
+    _, error = await consume(backend.stream(chat()))
     assert error is None and fake_upstream.count() == 1
     assert log.transitions() == [("closed", "open"), ("open", "closed")]
     assert all(e.backend == "openai" and e.at > 0 for e in log.events)

@@ -7,6 +7,7 @@ the failure is logged and published on the EventBus as a `WriteFailed`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -55,7 +56,7 @@ async def test_answers_arrive_whole_when_the_disk_is_full(tmp_path, fake_upstrea
         failures: list[WriteFailed] = []
         finished: list[RequestFinished] = []
         while len(failures) < 2:
-            event = await events.get(timeout=30)
+            event = await asyncio.wait_for(events.get(), 30)
             failures += [event] if isinstance(event, WriteFailed) else []
             finished += [event] if isinstance(event, RequestFinished) else []
         assert [(f.detail, f.kind, f.what) for f in failures] == [("streamed", "full", "write the request log"),

@@ -122,6 +122,9 @@ async def test_401_is_returned_without_failover(wb: Workbench, fake_upstream) ->
     assert fake_upstream.count(ANTHROPIC_PATH) == 0
     assert [a.outcome for a in stream.trace] == ["rejected"]
     assert wb.backends()["openai"].snapshot().state == "closed"
+    row = wb.store.recent_requests()[0]
+    assert row.status == "rejected" and "401" in row.error
+    assert [(a["backend"], a["outcome"]) for a in row.attempts] == [("openai", "rejected")]
 
 
 async def test_failure_after_first_chunk_ends_with_an_error_chunk(wb: Workbench, fake_upstream) -> None:
@@ -140,9 +143,13 @@ async def test_all_unavailable_is_a_503_with_the_trace(wb: Workbench, fake_upstr
     fake_upstream.set_default(OPENAI_PATH, 500)
     fake_upstream.set_default(ANTHROPIC_PATH, 500)
     wb.store.add_rule(Rule("smart", "openai", fallbacks=[Step("anthropic")]))
-    with pytest.raises(UnavailableError, match="all backends unavailable: openai: .*; anthropic: ") as exc:
+    with pytest.raises(UnavailableError, match=r"all backends unavailable: openai: .*; anthropic: ") as exc:
         await collect(wb.router.route(ask("smart")))
     assert exc.value.status == 503
+    row = wb.store.recent_requests()[0]
+    assert row.status == "unavailable" and row.error.startswith("all backends unavailable") and not row.final_backend
+    assert [(a["backend"], a["outcome"]) for a in row.attempts] == [("openai", "unavailable"),
+                                                                    ("anthropic", "unavailable")]
 
 
 async def test_rule_edited_in_another_process_is_used_next(wb: Workbench) -> None:
@@ -280,7 +287,7 @@ def _openai_line(text: str) -> str:
     (OPENAI_PATH, Reply(stream=openai_text_stream("one two three"), cut_after=2), "stream interrupted"),
     (OPENAI_PATH, Reply(raw_lines=[_openai_line("one"), "", "<html>proxy error</html>"]), "malformed stream"),
     (OPENAI_PATH, Reply(stream=openai_text_stream("one two three"), stall_after=2), "stream stalled"),
-    (ANTHROPIC_PATH, Reply(stream=anthropic_text_stream("one two")[:4] + [anthropic_error_event("Overloaded")]),
+    (ANTHROPIC_PATH, Reply(stream=[*anthropic_text_stream("one two")[:4], anthropic_error_event("Overloaded")]),
      "Overloaded"),
 ], ids=["cut", "malformed", "stall", "error-event"])
 async def test_upstream_failures_after_the_first_chunk_are_upstream_errors(
@@ -535,6 +542,6 @@ async def test_cloud_off_answers_from_the_local_step_and_says_why(scripted_route
         ("openai", "skipped", "cloud routing is off"), ("local", "ok", None)]
     store.delete_rule(1)
     store.add_rule(Rule("m", "openai"))
-    with pytest.raises(UnavailableError, match="cloud routing is off; .*mlx-workbench cloud on") as exc:
+    with pytest.raises(UnavailableError, match=r"cloud routing is off; .*mlx-workbench cloud on") as exc:
         await collect(router.route(ask("m")))
     assert exc.value.status == 503 and cloud.calls == 0

@@ -108,7 +108,7 @@ def test_explain_reasons_for_exact_and_lower_id() -> None:
 def test_unknown_fallback_backend_is_refused() -> None:
     with pytest.raises(RuleError, match="unknown backend 'ghost'"):
         validate_rule(Rule("x", "local", fallbacks=[Step("ghost")]), known_backends={"local", "openai"})
-    with pytest.raises(RuleError, match="invalid regular expression: .*"):
+    with pytest.raises(RuleError, match=r"invalid regular expression: .*"):
         validate_rule(Rule("re:(unclosed", "local"))
 
 

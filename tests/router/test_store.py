@@ -299,7 +299,7 @@ def test_full_disk_is_a_full_error_and_the_data_stays(tmp_path: Path) -> None:
     s = Store.open(path)
     kept = [s.add_rule(Rule(f"kept-{i}", "local")).id for i in range(3)]
     s.db.execute(f"PRAGMA max_page_count = {s.db.execute('PRAGMA page_count').fetchone()[0]}")
-    with pytest.raises(StoreFullError, match="could not save the rule .* is full .* intact") as exc:
+    with pytest.raises(StoreFullError, match=r"could not save the rule .* is full .* intact") as exc:
         for i in range(10000):
             kept.append(s.add_rule(Rule(f"more-{i}-" + "z" * 500, "local")).id)
     assert exc.value.kind == "full"
@@ -332,7 +332,7 @@ def test_a_lock_held_past_the_policy_is_a_busy_error_and_nothing_changes(tmp_pat
     s = Store.open(path, policy=RetryPolicy(busy_timeout_s=0.2, attempts=2, pause_s=0.01))
     holder = hold_lock(path, 60)
     try:
-        with pytest.raises(StoreBusyError, match="could not save the rule 'late': .* locked by another process"):
+        with pytest.raises(StoreBusyError, match=r"could not save the rule 'late': .* locked by another process"):
             s.add_rule(Rule("late", "local"))
     finally:
         holder.kill()

@@ -100,11 +100,11 @@ def test_three_processes_write_at_once_without_a_single_locked_error(tmp_path: P
     go.touch()
     outs = [p.communicate(timeout=240) for p in procs]
 
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0 and "Traceback" not in err, err[-3000:]
         assert [line for line in out.splitlines() if line.startswith("failed")] == []
     rules = set(column(db, "SELECT id FROM rules"))
-    for tag, (out, _) in zip(tags, outs):
+    for tag, (out, _) in zip(tags, outs, strict=True):
         acked_rules = {int(i) for i in acked(out, "rule")}
         assert len(acked_rules) == rounds and acked_rules <= rules
         answered = [line.split()[1] for line in out.splitlines() if line.startswith("answered ")]
@@ -123,7 +123,7 @@ def test_processes_starting_at_once_on_an_empty_folder_all_open_it(tmp_path: Pat
         time.sleep(0.3)
         go.touch()
         outs = [p.communicate(timeout=120) for p in procs]
-        for p, (out, err) in zip(procs, outs):
+        for p, (out, err) in zip(procs, outs, strict=True):
             assert p.returncode == 0, err[-3000:]
             assert len(acked(out, "rule")) == 1
         assert column(db, "PRAGMA user_version") == [SCHEMA_VERSION]

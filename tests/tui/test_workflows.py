@@ -116,7 +116,7 @@ async def test_escape_stops_a_stream_and_keys_stay_live(tmp_path: Path, tiny_mod
         await wait_for(pilot, lambda: chat._stream is None, timeout=5)
         await wait_for(pilot, lambda: app.workbench.local._worker.active_count() == 0, timeout=2)
         assert app.workbench.store.recent_requests()[0].status == "client_gone"
-        await wait_for(pilot, lambda: "stopped" in list(app.query(ChatMessage))[-1]._meta, timeout=5)
+        await wait_for(pilot, lambda: "stopped" in list(app.query(ChatMessage))[-1].meta, timeout=5)
         assert switch_s < 1.0, f"switching panes took {switch_s:.2f} s during a stream"
         assert 1 < len(steps) < 512, "the slowed forward pass was not the one generating"
 

@@ -66,6 +66,9 @@ class ModelsPane(Pane):
         await asyncio.to_thread(scan)
         self.scanned = True
         self.refresh_table(force=True)
+        if force:
+            # The list of models changed: the chat's names and the rule form's checks follow.
+            self.post_message(messages.ConfigWritten())
 
     def refresh_table(self, force: bool = False) -> None:
         if not self.scanned:
@@ -74,7 +77,7 @@ class ModelsPane(Pane):
         models = self.wb.local.models()
         mem = self.wb.local.memory()
         loaded = {m.id: m for m in mem.loaded}
-        cache = getattr(mem, "prompt_cache_bytes", None)
+        cache = mem.prompt_cache_bytes if mem.prompt_cache_limit_bytes else None
         shown = (tuple(m.id for m in models), tuple(sorted(loaded)), mem.used_bytes, cache)
         if shown == self._shown and not force:
             return
@@ -93,7 +96,8 @@ class ModelsPane(Pane):
         line = (f"Memory: {human_bytes(mem.used_bytes)} of {human_bytes(mem.budget_bytes)} budget · "
                 f"{len(mem.loaded)} loaded")
         if cache is not None:
-            line += f" · prompt cache {human_bytes(cache)}"
+            line += (f" · prompt cache {human_bytes(cache)} ({mem.prompt_cache_entries} entries, "
+                     f"up to {human_bytes(mem.prompt_cache_limit_bytes)})")
         self.query_one("#memory", Static).update(f"{line} · BLAS: {mem.blas}")
 
     @on(DataTable.RowHighlighted)

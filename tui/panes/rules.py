@@ -102,13 +102,12 @@ class RulesPane(Pane):
         self.update_explain()
 
     @on(messages.ConfigChanged)
-    @on(messages.ModelsChanged)
     def config_changed(self) -> None:
         self.reload()
 
-    @on(messages.BreakersChanged)
-    def breakers_changed(self) -> None:
-        if self.loaded:
+    @on(messages.SnapshotsChanged)
+    def breakers_changed(self, event: messages.SnapshotsChanged) -> None:
+        if self.loaded and event.breakers_moved:
             self.show_backends(None)
             self.update_explain()
 
@@ -280,7 +279,13 @@ class RulesPane(Pane):
             if rec is not None:
                 self._written(f"added backend {rec.name}; press k to set its key")
 
-        self.app.push_screen(BackendForm(save), done)
+        try:
+            cloud = self.wb.router.cloud_routing
+        except DB_ERRORS:
+            cloud = True
+        note = "" if cloud else ("Cloud routing is off: rules skip cloud backends until it is turned on "
+                                 "(f9, or `mlx-workbench cloud on`).")
+        self.app.push_screen(BackendForm(save, note=note), done)
 
     @on(messages.AddBackend)
     def add_backend_command(self) -> None:

@@ -40,7 +40,7 @@ def matches(c: Conversation, needle: str) -> bool:
 
 class ConversationPicker(Dialog):
     HELP_TITLE = "Saved conversations (ctrl+o in Chat)"
-    HELP_ROWS = [("type", "filter by title or model"), ("up / down", "choose"), ("enter", "open")]
+    HELP_ROWS = [("type", "filter by title or model"), ("enter", "open the chosen one")]
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Close", id="conversations-close"),
         Binding("ctrl+r", "rename", "Rename", id="conversations-rename"),
@@ -160,14 +160,16 @@ class ConversationPicker(Dialog):
 
     @work(group="conversations-delete", exit_on_error=False)
     async def delete(self, conv: Conversation) -> None:
+        if conv.id is None:
+            return
+        conv_id = conv.id
         try:
-            await self.db.run(lambda store: store.delete_conversation(conv.id))
+            await self.db.run(lambda store: store.delete_conversation(conv_id))
         except DB_ERRORS as exc:
             self.notify(f"deleting the conversation failed: {describe_db_error(exc)}. Press f8 to try again.",
                         severity="error", timeout=12)
             return
-        if conv.id is not None:
-            self.deleted.add(conv.id)
+        self.deleted.add(conv_id)
         self.conversations = [c for c in self.conversations if c.id != conv.id]
         self.show_list()
         self.notify(f"deleted {conv.title!r}")

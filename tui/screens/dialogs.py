@@ -38,11 +38,18 @@ class Dialog(ModalScreen[Any]):
     Dialog .dialog-title { text-style: bold; padding: 0 0 1 0; }
     Dialog .dialog-buttons { height: auto; padding: 1 0 0 0; }
     Dialog .dialog-buttons Button { margin: 0 1 0 0; }
+    Dialog Label { width: 100%; }
     Dialog .form-row { height: auto; }
-    Dialog .form-row Label { padding: 1 1 0 0; }
+    Dialog .form-row Label { width: auto; padding: 1 1 0 0; }
     Dialog .form-error { color: $error; height: auto; }
     Dialog .short { width: 10; }
     """
+
+    def on_mount(self) -> None:
+        # Focusing the first field scrolls a tall form to centre it: start at the top instead,
+        # where the title and what is wrong are.
+        for box in self.query(".dialog"):
+            self.call_after_refresh(box.scroll_home, animate=False)
 
 
 class Confirm(Dialog):
@@ -115,6 +122,8 @@ class RuleForm(SavingDialog):
         r = self.rule
         with VerticalScroll(classes="dialog", can_focus=False):
             yield Static("Edit rule" if r else "Add rule", classes="dialog-title")
+            # First, not last: on a short screen the form scrolls, and what is wrong must show.
+            yield Static("", id="form-error", classes="form-error")
             yield Label("Pattern (exact name, glob like gpt-*, or re:<regex>)")
             yield Input(r.pattern if r else "", id="pattern", placeholder="gpt-*")
             yield Label("Backend")
@@ -132,7 +141,6 @@ class RuleForm(SavingDialog):
                 yield Switch(r.enabled if r else True, id="enabled")
             yield Label("Note")
             yield Input(r.note if r else "", id="note")
-            yield Static("", id="form-error", classes="form-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (ctrl+s)", id="save", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")
@@ -228,6 +236,7 @@ class BackendForm(SavingDialog):
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog", can_focus=False):
             yield Static("Add backend", classes="dialog-title")
+            yield Static("", id="form-error", classes="form-error")
             if self.note:
                 yield Static(self.note, classes="hint", markup=False)
             yield Label("Name")
@@ -236,7 +245,6 @@ class BackendForm(SavingDialog):
             yield Select([(k, k) for k in KINDS], value="openai", allow_blank=False, id="kind")
             yield Label("Base URL (empty: the service's own)")
             yield Input(id="base_url")
-            yield Static("", id="form-error", classes="form-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (ctrl+s)", id="save", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")

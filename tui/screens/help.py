@@ -12,7 +12,7 @@ from tui.screens.dialogs import Dialog
 
 
 class HelpScreen(Dialog):
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss(None)", "Close", id="help-close")]
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss(None)", "Close the help", id="help-close")]
 
     DEFAULT_CSS = """
     HelpScreen > .dialog { width: 76; }

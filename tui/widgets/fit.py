@@ -36,7 +36,7 @@ class FitFooter(Footer):
                 return cell_len(w.key_display) + (1 + cell_len(w.description) if w.description else 0) + 1
             return 0
 
-        keep = [w for w in widgets if isinstance(w, FooterKey) and w.action in self.KEEP_ACTIONS]
+        keep: list[Widget] = [w for w in widgets if isinstance(w, FooterKey) and w.action in self.KEEP_ACTIONS]
         used = sum(width(w) for w in keep)
         for w in widgets:
             if w in keep:
