@@ -31,7 +31,8 @@ async def test_models_pane_follows_a_load_made_elsewhere(tmp_path: Path, tiny_mo
         await collect(app.workbench.router.route(request, front_end="listener"))
         await wait_for(pilot, lambda: cell(table, "tiny-llama-mlx", "state") == "loaded", timeout=10)
         assert "Memory: 0 B" not in str(app.query_one("#memory").render())
-        assert "1 loaded" in app.status_markup
+        # The status bar follows within a second (events, then the 1 s tick).
+        await wait_for(pilot, lambda: "1 loaded" in app.status_markup, timeout=5)
         # An unload asked of the pane (as the palette does) shows in the pane and the status bar.
         app.query_one("ModelsPane").post_message(messages.UnloadModel("tiny-llama-mlx"))
         await wait_for(pilot, lambda: cell(table, "tiny-llama-mlx", "state") == "-", timeout=10)

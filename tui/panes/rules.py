@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label, Static
 
-from router.rules import Rule, order
+from router.rules import Rule, order, rules_using
 from router.store import BackendRecord
 from tui import messages
 from tui.db import DB_ERRORS
@@ -321,11 +321,11 @@ class RulesPane(Pane):
         if not name or name == "local":
             self.say("select a cloud backend in the Backends table first (local cannot be removed)", error=True)
             return
-        users = [r for r in self.rules if name in (r.backend, *(s.backend for s in r.fallbacks))]
+        users = rules_using(self.rules, name)
         question = f"Remove backend {name}?"
         if users:
-            question += (f" Rules {', '.join(f'#{r.id}' for r in users)} use it and will be flagged until edited "
-                         "(their requests skip it).")
+            named = ", ".join(f"#{r.id} ({how})" for r, how in users)
+            question += f" Rules {named} use it and will be flagged until edited (their requests skip it)."
 
         def done(yes: bool | None) -> None:
             if yes:
