@@ -5,8 +5,8 @@ text, and tokens per second between the first and the last text."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from engine.types import Usage
 
