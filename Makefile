@@ -54,8 +54,7 @@ lint: setup-test
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup-test demo
-	$(BIN)/lint-imports
+test: lint demo
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The README's pictures, from the same fixed scenes as the snapshot tests (tui/screenshots.py).

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
 MODEL = "bench-model"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -52,12 +52,20 @@ TARGET_RATIO_16 = 0.9
 
 def _upstream_events(chunks: int) -> list[bytes]:
     def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        obj = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": MODEL,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        obj = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
-    return ([event({"role": "assistant", "content": ""})] + [event({"content": f"w{i} "}) for i in range(chunks)]
-            + [event({}, "stop"), b"data: [DONE]\n\n"])
+    return (
+        [event({"role": "assistant", "content": ""})]
+        + [event({"content": f"w{i} "}) for i in range(chunks)]
+        + [event({}, "stop"), b"data: [DONE]\n\n"]
+    )
 
 
 def _upstream_app(chunks: int) -> Callable[..., Awaitable[None]]:
@@ -68,8 +76,13 @@ def _upstream_app(chunks: int) -> Callable[..., Awaitable[None]]:
             return
         while (await receive()).get("more_body"):
             pass
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")],
+            }
+        )
         for data in events:
             await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -85,12 +98,15 @@ def _upstream_process(conn: Connection, chunks: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
-    server = uvicorn.Server(uvicorn.Config(_upstream_app(chunks), log_config=None, lifespan="off",
-                                           access_log=False, http="httptools", backlog=1024))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            _upstream_app(chunks), log_config=None, lifespan="off", access_log=False, http="httptools", backlog=1024
+        )
+    )
 
     async def main() -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
             await asyncio.sleep(0.01)
         conn.send(f"http://127.0.0.1:{sock.getsockname()[1]}/v1")
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
@@ -117,8 +133,9 @@ def _listener_process(conn: Connection, upstream_url: str, data_dir: str, loop: 
     async def main() -> None:
         wb = Workbench.open(AppConfig(engine=EngineConfig(data_dir=Path(data_dir), scan_hf_cache=False)))
         wb.store.set_cloud_routing(True)
-        wb.store.save_backend(BackendRecord("up", "openai-compatible", upstream_url,
-                                            {"retries": 0, "fail_max": 100_000}))
+        wb.store.save_backend(
+            BackendRecord("up", "openai-compatible", upstream_url, {"retries": 0, "fail_max": 100_000})
+        )
         wb.store.add_rule(Rule(MODEL, "up"))
         listener = Listener(wb, "127.0.0.1", 0)
         await listener.start()
@@ -206,13 +223,16 @@ def pct(values: list[float], q: float) -> float:
 
 
 def merge(runs: list[Level]) -> Level:
-    return Level(statistics.mean(r.rps for r in runs), [t for r in runs for t in r.ttfb],
-                 [t for r in runs for t in r.whole])
+    return Level(
+        statistics.mean(r.rps for r in runs), [t for r in runs for t in r.ttfb], [t for r in runs for t in r.whole]
+    )
 
 
 def row(clients: int | str, name: str, m: Level) -> str:
-    return (f"{clients:>7} {name:>16} {m.rps:>8.1f} {pct(m.ttfb, 0.5) * 1e3:>9.2f} {pct(m.ttfb, 0.99) * 1e3:>9.2f} "
-            f"{statistics.median(m.whole) * 1e3:>10.1f}")
+    return (
+        f"{clients:>7} {name:>16} {m.rps:>8.1f} {pct(m.ttfb, 0.5) * 1e3:>9.2f} {pct(m.ttfb, 0.99) * 1e3:>9.2f} "
+        f"{statistics.median(m.whole) * 1e3:>10.1f}"
+    )
 
 
 async def compare(upstream_url: str, listeners: dict[str, str], args: argparse.Namespace) -> list[str]:
@@ -259,8 +279,10 @@ async def main() -> int:
             procs.append((conn, proc))
         try:
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-            print(f"{os.cpu_count()} cores, 1-minute load average before the run: {load:.1f}; "
-                  f"{args.chunks} chunks per answer")
+            print(
+                f"{os.cpu_count()} cores, 1-minute load average before the run: {load:.1f}; "
+                f"{args.chunks} chunks per answer"
+            )
             failures = await compare(upstream_url, listeners, args)
         finally:
             for conn, proc in procs:

@@ -76,16 +76,24 @@ class SQLiteBreakerStates:
         return SharedBreaker(**{k: row[k] for k in _FIELDS if row.get(k) is not None})
 
     def save(self, backend: str, **values: Any) -> None:
-        self._submit(backend, values, lambda store: store.save_breaker(backend, **values),
-                     f"save the breaker state of {backend!r}")
+        self._submit(
+            backend,
+            values,
+            lambda store: store.save_breaker(backend, **values),
+            f"save the breaker state of {backend!r}",
+        )
 
     def add_failure(self, backend: str, error: str | None) -> int:
         """Count one failure; the count as this process sees it now (the database's own count,
         which also holds other processes' failures, is incremented atomically by the writer)."""
         row = self._row(backend)
         failures = int((row or {}).get("failures") or 0) + 1
-        self._submit(backend, {"failures": failures, "last_error": error, "last_error_at": time.time()},
-                     lambda store: store.add_breaker_failure(backend, error), f"count a failure of {backend!r}")
+        self._submit(
+            backend,
+            {"failures": failures, "last_error": error, "last_error_at": time.time()},
+            lambda store: store.add_breaker_failure(backend, error),
+            f"count a failure of {backend!r}",
+        )
         return failures
 
     def states(self) -> dict[str, str]:

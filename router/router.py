@@ -161,7 +161,7 @@ class RouteStream:
 
     def failover_note(self) -> str:
         """What failed before the answer, e.g. "local unavailable: cannot load ...", or ""."""
-        before = self.trace[:self._answer_index] if self._answered is not None else self.trace
+        before = self.trace[: self._answer_index] if self._answered is not None else self.trace
         return "; ".join(f"{a.backend} {a.outcome}" + (f": {a.error}" if a.error else "") for a in before)
 
     # ------------------------------------------------------------ one request, start to end
@@ -213,8 +213,9 @@ class RouteStream:
                 failures.append(f"{step.backend}: {reason}")
                 continue
             t0 = time.perf_counter()
-            self._status(step.backend, f"asking {step.backend}/{step.model}"
-                         + (f" ({'; '.join(failures)})" if failures else ""))
+            self._status(
+                step.backend, f"asking {step.backend}/{step.model}" + (f" ({'; '.join(failures)})" if failures else "")
+            )
             metadata = {**self._request.metadata, "on_status": self._status_of(step.backend)}
             stream = backend.stream(replace(self._request, model=step.model, metadata=metadata))
             try:
@@ -312,8 +313,13 @@ class RouteStream:
     def _build_record(self) -> RequestRecord:
         req = self._request
         rule = self.explanation.rule
-        record = RequestRecord(front_end=self._front_end, protocol=self._protocol, model=req.model,
-                               rule_id=rule.id if rule else None, request_id=self.request_id)
+        record = RequestRecord(
+            front_end=self._front_end,
+            protocol=self._protocol,
+            model=req.model,
+            rule_id=rule.id if rule else None,
+            request_id=self.request_id,
+        )
         if self._router.log_prompts:
             record.prompt = "\n".join(f"{m.role}: {m.content}" for m in req.messages)
         if self._answered is not None:
@@ -340,10 +346,17 @@ class RouteStream:
 
 
 class Router:
-    def __init__(self, store: Store, backends: Callable[[], Mapping[str, Backend]], events: EventBus, *,
-                 default_backend: str = "local", log_prompts: bool = False,
-                 prepare: Callable[[], Awaitable[bool]] | None = None,
-                 breaker_states: Callable[[], Mapping[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        backends: Callable[[], Mapping[str, Backend]],
+        events: EventBus,
+        *,
+        default_backend: str = "local",
+        log_prompts: bool = False,
+        prepare: Callable[[], Awaitable[bool]] | None = None,
+        breaker_states: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self.store = store
         self.backends = backends
         self.events = events

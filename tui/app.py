@@ -77,9 +77,17 @@ class WorkbenchApp(App[int]):
     TITLE = "mlx-workbench"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS = [
-        *[Binding(f"f{i},alt+{i}", f"show_pane('{pane}')", f"Go to {title}", id=f"pane-{pane}", show=False,
-                  key_display=f"f{i}")
-          for i, (pane, title) in enumerate(PANES, 1)],
+        *[
+            Binding(
+                f"f{i},alt+{i}",
+                f"show_pane('{pane}')",
+                f"Go to {title}",
+                id=f"pane-{pane}",
+                show=False,
+                key_display=f"f{i}",
+            )
+            for i, (pane, title) in enumerate(PANES, 1)
+        ],
         # ? is typed into text fields (the chat has only those): f10 opens the help from anywhere.
         Binding("question_mark,f10", "help", "Help", id="app-help", key_display="?"),
         Binding("ctrl+l", "toggle_listener", "Listener on/off", id="app-listener", show=False),
@@ -233,9 +241,15 @@ class WorkbenchApp(App[int]):
             breakers, cloud = self.status_state.breakers, self.status_state.cloud
         # The prompt cache's share of the memory, when caching is on.
         cache = mem.prompt_cache_bytes if mem.prompt_cache_limit_bytes else None
-        return StatusState(listener_url=self.listener.url if self.listener_running else None,
-                           loaded=len(mem.loaded), used_bytes=mem.used_bytes, budget_bytes=mem.budget_bytes,
-                           cache_bytes=cache, breakers=(("local", "closed"), *breakers), cloud=cloud)
+        return StatusState(
+            listener_url=self.listener.url if self.listener_running else None,
+            loaded=len(mem.loaded),
+            used_bytes=mem.used_bytes,
+            budget_bytes=mem.budget_bytes,
+            cache_bytes=cache,
+            breakers=(("local", "closed"), *breakers),
+            cloud=cloud,
+        )
 
     def refresh_status(self) -> bool:
         """Update the status bar; True when a breaker or the cloud switch moved since last time."""
@@ -260,8 +274,13 @@ class WorkbenchApp(App[int]):
 
     # ------------------------------------------------------------ panes and app-wide actions
 
-    FOCUS_IN_PANE = {"chat": "#prompt", "models": "#models-table", "rules": "#rules-table",
-                     "health": "BackendCard", "requests": "#requests-table"}
+    FOCUS_IN_PANE = {
+        "chat": "#prompt",
+        "models": "#models-table",
+        "rules": "#rules-table",
+        "health": "BackendCard",
+        "requests": "#requests-table",
+    }
 
     def action_show_pane(self, pane: str) -> None:
         self.query_one(TabbedContent).active = pane
@@ -304,8 +323,10 @@ class WorkbenchApp(App[int]):
             self.notify(str(exc).strip("'"), severity="error")
             return
         except DB_ERRORS as exc:
-            self.notify(f"resetting the breaker of {name} failed: {describe_db_error(exc)}. Press r to try again.",
-                        severity="error")
+            self.notify(
+                f"resetting the breaker of {name} failed: {describe_db_error(exc)}. Press r to try again.",
+                severity="error",
+            )
             return
         self.notify(f"breaker of {name} reset (closed)")
         self.broadcast(messages.SnapshotsChanged)
@@ -327,18 +348,28 @@ class WorkbenchApp(App[int]):
                 self.notify(str(exc).strip("'"), severity="error")
                 return
             except DB_ERRORS as exc:
-                self.notify(f"tripping the breaker of {name} failed: {describe_db_error(exc)}. Press t to try again.",
-                            severity="error")
+                self.notify(
+                    f"tripping the breaker of {name} failed: {describe_db_error(exc)}. Press t to try again.",
+                    severity="error",
+                )
                 return
             wait = snap.seconds_to_half_open if snap is not None else None
             when = f"in {duration(wait)}" if wait is not None else "after its reset timeout"
-            self.notify(f"breaker of {name} tripped (open): requests skip it; it lets one probe through (half-open) "
-                        f"{when}, or press r to reset it now")
+            self.notify(
+                f"breaker of {name} tripped (open): requests skip it; it lets one probe through (half-open) "
+                f"{when}, or press r to reset it now"
+            )
             self.broadcast(messages.SnapshotsChanged)
             self.refresh_status()
 
-        self.push_screen(Confirm(f"Trip the breaker of {name}? Requests skip it until it half-opens after its "
-                                 "reset timeout, or until you reset it (r).", yes="Trip"), done)
+        self.push_screen(
+            Confirm(
+                f"Trip the breaker of {name}? Requests skip it until it half-opens after its "
+                "reset timeout, or until you reset it (r).",
+                yes="Trip",
+            ),
+            done,
+        )
 
     def action_toggle_cloud(self) -> None:
         """Off at once; on only after a yes: prompts then leave the machine for the cloud backends."""
@@ -353,8 +384,10 @@ class WorkbenchApp(App[int]):
             self.set_cloud_routing(False)
             return
         names = ", ".join(b.name for b in self.workbench.store.list_backends()) or "none added yet"
-        question = (f"Turn cloud routing on? Requests that rules send to a cloud backend ({names}) will then "
-                    "leave this machine, for every process on this database.")
+        question = (
+            f"Turn cloud routing on? Requests that rules send to a cloud backend ({names}) will then "
+            "leave this machine, for every process on this database."
+        )
 
         def done(yes: bool | None) -> None:
             if yes:
@@ -368,11 +401,18 @@ class WorkbenchApp(App[int]):
             await self.db.run(lambda store: store.set_cloud_routing(on))
             self.workbench.sync()  # publishes CloudRoutingChanged here at once
         except DB_ERRORS as exc:
-            self.notify(f"turning cloud routing {'on' if on else 'off'} failed: {describe_db_error(exc)}. "
-                        "Press f9 to try again.", severity="error", timeout=12)
+            self.notify(
+                f"turning cloud routing {'on' if on else 'off'} failed: {describe_db_error(exc)}. "
+                "Press f9 to try again.",
+                severity="error",
+                timeout=12,
+            )
             return
-        self.notify("cloud routing on: rules may send requests to cloud backends" if on else
-                    "cloud routing off: every request stays on this machine")
+        self.notify(
+            "cloud routing on: rules may send requests to cloud backends"
+            if on
+            else "cloud routing off: every request stays on this machine"
+        )
         self.refresh_status()
 
     async def action_toggle_listener(self) -> None:
@@ -403,17 +443,26 @@ class WorkbenchApp(App[int]):
         yield "New chat", partial(self.command, "chat", ChatPane, messages.NewChat()), "start an empty conversation"
         yield "Open chat", partial(self.command, "chat", ChatPane, messages.OpenChat()), "a saved conversation"
         yield "Add rule", partial(self.command, "rules", RulesPane, messages.AddRule()), "open the rule form"
-        yield "Try a model name", partial(self.command, "rules", RulesPane, messages.FocusExplain()), \
-            "which rule wins, and the chain"
-        yield "Add backend", partial(self.command, "rules", RulesPane, messages.AddBackend()), \
-            "an OpenAI, Anthropic or OpenAI-compatible service"
+        yield (
+            "Try a model name",
+            partial(self.command, "rules", RulesPane, messages.FocusExplain()),
+            "which rule wins, and the chain",
+        )
+        yield (
+            "Add backend",
+            partial(self.command, "rules", RulesPane, messages.AddBackend()),
+            "an OpenAI, Anthropic or OpenAI-compatible service",
+        )
         try:
             cloud = wb.router.cloud_routing
         except DB_ERRORS:
             cloud = None
         if cloud is not None:
-            yield ("Turn cloud routing off" if cloud else "Turn cloud routing on (asks first)"), \
-                self.action_toggle_cloud, "f9: whether rules may send requests to cloud backends"
+            yield (
+                ("Turn cloud routing off" if cloud else "Turn cloud routing on (asks first)"),
+                self.action_toggle_cloud,
+                "f9: whether rules may send requests to cloud backends",
+            )
         listener = "Stop the listener" if self.listener_running else "Start the listener"
         yield listener, self.action_toggle_listener, f"{self.config.listener_host}:{self.config.listener_port}"
         loaded = {m.id for m in wb.local.memory().loaded}
@@ -421,11 +470,17 @@ class WorkbenchApp(App[int]):
             names = ", ".join(info.aliases)
             label = f"{info.id} ({names})" if names else info.id
             if info.id in loaded:
-                yield f"Unload model {label}", partial(self.command, "models", ModelsPane,
-                                                       messages.UnloadModel(info.id)), "free its memory"
+                yield (
+                    f"Unload model {label}",
+                    partial(self.command, "models", ModelsPane, messages.UnloadModel(info.id)),
+                    "free its memory",
+                )
             else:
-                yield f"Load model {label}", partial(self.command, "models", ModelsPane,
-                                                     messages.LoadModel(info.id)), "load into memory"
+                yield (
+                    f"Load model {label}",
+                    partial(self.command, "models", ModelsPane, messages.LoadModel(info.id)),
+                    "load into memory",
+                )
         try:
             snaps = wb.snapshots()
         except DB_ERRORS:
@@ -433,14 +488,23 @@ class WorkbenchApp(App[int]):
         for snap in snaps:
             if snap.kind == "local":
                 continue
-            yield f"Set key for {snap.name}", partial(self.command, "rules", RulesPane, messages.SetKey(snap.name)), \
-                "stored in the system keyring"
+            yield (
+                f"Set key for {snap.name}",
+                partial(self.command, "rules", RulesPane, messages.SetKey(snap.name)),
+                "stored in the system keyring",
+            )
             if snap.state in ("open", "half-open"):
-                yield f"Reset breaker {snap.name}", partial(self.post_message, messages.ResetBreaker(snap.name)), \
-                    snap.state
+                yield (
+                    f"Reset breaker {snap.name}",
+                    partial(self.post_message, messages.ResetBreaker(snap.name)),
+                    snap.state,
+                )
             else:
-                yield f"Trip breaker {snap.name}", partial(self.post_message, messages.TripBreaker(snap.name)), \
-                    "stop sending it requests for a while"
+                yield (
+                    f"Trip breaker {snap.name}",
+                    partial(self.post_message, messages.TripBreaker(snap.name)),
+                    "stop sending it requests for a while",
+                )
 
     async def on_unmount(self) -> None:
         if self.listener_running:

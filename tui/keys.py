@@ -27,10 +27,16 @@ def binding_groups() -> list[tuple[str, list[Binding], list[tuple[str, str]]]]:
         return [b for b in cls.BINDINGS if isinstance(b, Binding)]
 
     return [
-        ("Everywhere", own(WorkbenchApp), [("ctrl+p", "command palette: every action by name"),
-                                           ("tab / shift+tab", "next / previous field")]),
-        ("Chat", own(ChatPane) + own(PromptArea),
-         [*PromptArea.HELP_ROWS, ("→ / end", "in the model field: take the suggested name")]),
+        (
+            "Everywhere",
+            own(WorkbenchApp),
+            [("ctrl+p", "command palette: every action by name"), ("tab / shift+tab", "next / previous field")],
+        ),
+        (
+            "Chat",
+            own(ChatPane) + own(PromptArea),
+            [*PromptArea.HELP_ROWS, ("→ / end", "in the model field: take the suggested name")],
+        ),
         ("Models", own(ModelsPane), []),
         ("Rules", own(RulesPane), []),
         ("Health (on a backend card)", own(HealthPane) + own(BackendCard), []),
@@ -44,8 +50,16 @@ def binding_ids() -> set[str]:
     return {b.id for _, bindings, _ in binding_groups() for b in bindings if b.id}
 
 
-NAMES = {"question_mark": "?", "slash": "/", "plus": "+", "minus": "-", "equals_sign": "=", "escape": "esc",
-         "pageup": "pgup", "pagedown": "pgdn"}
+NAMES = {
+    "question_mark": "?",
+    "slash": "/",
+    "plus": "+",
+    "minus": "-",
+    "equals_sign": "=",
+    "escape": "esc",
+    "pageup": "pgup",
+    "pagedown": "pgdn",
+}
 
 
 def show_key(binding: Binding) -> str:
@@ -53,8 +67,10 @@ def show_key(binding: Binding) -> str:
     return "+".join(NAMES.get(part, part) for part in binding.key.split("+"))
 
 
-def help_rows(keymap: dict[str, str], display: Callable[[Binding], str] = show_key,
-              ) -> list[tuple[str, list[tuple[str, str]]]]:
+def help_rows(
+    keymap: dict[str, str],
+    display: Callable[[Binding], str] = show_key,
+) -> list[tuple[str, list[tuple[str, str]]]]:
     """The groups as (keys, what) rows, keys as the keymap has made them."""
     out: list[tuple[str, list[tuple[str, str]]]] = []
     for title, bindings, extra in binding_groups():
@@ -82,7 +98,7 @@ def check_keymap(raw: Any, known: Iterable[str]) -> tuple[dict[str, str], list[s
     if not raw:
         return {}, []
     if not isinstance(raw, dict):
-        return {}, [f"keymap: expected a table of binding id = \"keys\", not {type(raw).__name__}"]
+        return {}, [f'keymap: expected a table of binding id = "keys", not {type(raw).__name__}']
     known = set(known)
     good: dict[str, str] = {}
     problems: list[str] = []
@@ -90,7 +106,7 @@ def check_keymap(raw: Any, known: Iterable[str]) -> tuple[dict[str, str], list[s
         if name not in known:
             problems.append(f"keymap: no binding with id {name!r} (? lists them in docs/tui.md)")
         elif not isinstance(keys, str) or not keys.strip():
-            problems.append(f"keymap: {name} must be a key string such as \"ctrl+b\"")
+            problems.append(f'keymap: {name} must be a key string such as "ctrl+b"')
         else:
             good[name] = keys.replace(" ", "")
     return good, problems

@@ -1,6 +1,6 @@
 """Fixed, deterministic scenes for the snapshot tests and `make screenshots`.
 
-    python -m tui.screenshots screenshots/     # an SVG of each scene in SCREENSHOTS
+python -m tui.screenshots screenshots/     # an SVG of each scene in SCREENSHOTS
 """
 
 from __future__ import annotations
@@ -11,23 +11,24 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.config import EngineConfig
 from router.config import AppConfig
 from router.rules import Rule, Step
 from router.store import BackendRecord, Conversation, RequestRecord, Store
 
-if TYPE_CHECKING:
-    from tui.app import WorkbenchApp
-
 FIXED_NOW = 1795000000.0  # a fixed clock: 2026-11-18 10:13:20 UTC
 PANES = ("chat", "models", "rules", "health", "requests")
 
 
 def fixed_config(base: Path, models_dir: Path | None) -> AppConfig:
-    engine = EngineConfig(data_dir=base / "data", model_dirs=[models_dir] if models_dir else [],
-                          scan_hf_cache=False, memory_budget_bytes=8 * 2**30)
+    engine = EngineConfig(
+        data_dir=base / "data",
+        model_dirs=[models_dir] if models_dir else [],
+        scan_hf_cache=False,
+        memory_budget_bytes=8 * 2**30,
+    )
     return AppConfig(engine=engine, listener_port=8765)
 
 
@@ -35,27 +36,89 @@ def seed_store(store: Store) -> None:
     """Rules, backends (unreachable on purpose: nothing is called) and a request log."""
     store.set_setting("cloud_routing", True)  # the screenshots show cloud routes in use
     # A long reset timeout: a tripped breaker's countdown reads the same whenever the scene is taken.
-    store.save_backend(BackendRecord("openai", "openai", "http://127.0.0.1:9/v1",
-                                     {"fail_max": 3, "reset_timeout": 7200}, created_at=FIXED_NOW))
-    store.save_backend(BackendRecord("anthropic", "anthropic", "http://127.0.0.1:9", {"reset_timeout": 7200},
-                                     created_at=FIXED_NOW))
-    store.add_rule(Rule("gpt-*", "openai", fallbacks=[Step("anthropic", "claude-sonnet-4"), Step("local", "demo")],
-                        priority=5, note="cloud first"))
+    store.save_backend(
+        BackendRecord(
+            "openai", "openai", "http://127.0.0.1:9/v1", {"fail_max": 3, "reset_timeout": 7200}, created_at=FIXED_NOW
+        )
+    )
+    store.save_backend(
+        BackendRecord("anthropic", "anthropic", "http://127.0.0.1:9", {"reset_timeout": 7200}, created_at=FIXED_NOW)
+    )
+    store.add_rule(
+        Rule(
+            "gpt-*",
+            "openai",
+            fallbacks=[Step("anthropic", "claude-sonnet-4"), Step("local", "demo")],
+            priority=5,
+            note="cloud first",
+        )
+    )
     store.add_rule(Rule("fast", "local", model="tiny-llama-mlx", note="rename"))
     store.add_rule(Rule(r"re:claude-.*", "anthropic", fallbacks=[Step("openai", "gpt-4o")]))
     store.add_rule(Rule("*", "local", priority=-10, enabled=False, note="catch-all"))
     attempts_ok = [{"backend": "local", "model": "tiny-llama-mlx", "outcome": "ok", "latency_s": 0.41, "error": None}]
-    attempts_fo = [{"backend": "openai", "model": "gpt-4o", "outcome": "unavailable", "latency_s": 0.02,
-                    "error": "HTTP 503 after 3 attempts"},
-                   {"backend": "anthropic", "model": "claude-sonnet-4", "outcome": "ok", "latency_s": 1.9,
-                    "error": None}]
+    attempts_fo = [
+        {
+            "backend": "openai",
+            "model": "gpt-4o",
+            "outcome": "unavailable",
+            "latency_s": 0.02,
+            "error": "HTTP 503 after 3 attempts",
+        },
+        {"backend": "anthropic", "model": "claude-sonnet-4", "outcome": "ok", "latency_s": 1.9, "error": None},
+    ]
     rows = [
-        RequestRecord("tui", "canonical", "fast", 2, attempts_ok, "local", "tiny-llama-mlx", 18, 64, 0.012, 171.3,
-                      "ok", at=FIXED_NOW - 120, request_id="a1b2c3d4e5f6", latency_s=0.41),
-        RequestRecord("listener", "anthropic", "gpt-4o", 1, attempts_fo, "anthropic", "claude-sonnet-4", 25, 212,
-                      0.84, 58.2, "ok", at=FIXED_NOW - 60, request_id="0f9e8d7c6b5a", latency_s=1.92),
-        RequestRecord("listener", "openai", "nope", None, [], None, None, None, None, None, None, "error",
-                      error="model 'nope' not found locally", at=FIXED_NOW - 30, request_id="112233445566"),
+        RequestRecord(
+            "tui",
+            "canonical",
+            "fast",
+            2,
+            attempts_ok,
+            "local",
+            "tiny-llama-mlx",
+            18,
+            64,
+            0.012,
+            171.3,
+            "ok",
+            at=FIXED_NOW - 120,
+            request_id="a1b2c3d4e5f6",
+            latency_s=0.41,
+        ),
+        RequestRecord(
+            "listener",
+            "anthropic",
+            "gpt-4o",
+            1,
+            attempts_fo,
+            "anthropic",
+            "claude-sonnet-4",
+            25,
+            212,
+            0.84,
+            58.2,
+            "ok",
+            at=FIXED_NOW - 60,
+            request_id="0f9e8d7c6b5a",
+            latency_s=1.92,
+        ),
+        RequestRecord(
+            "listener",
+            "openai",
+            "nope",
+            None,
+            [],
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "error",
+            error="model 'nope' not found locally",
+            at=FIXED_NOW - 30,
+            request_id="112233445566",
+        ),
     ]
     for r in rows:
         store.log_request(r)
@@ -67,12 +130,19 @@ SAMPLE_TITLE = "How do I reverse a list in Python?"
 
 def down_conversation() -> Conversation:
     """A question that found every backend down."""
-    meta = ("error: all backends unavailable: openai: breaker open; anthropic: breaker open; "
-            "local: model 'demo' not found locally")
-    return Conversation(title="Summarise this changelog", model="gpt-4o", messages=[
-        {"role": "user", "content": "Summarise this changelog in three bullet points."},
-        {"role": "assistant", "content": "", "meta": meta, "state": "error"},
-    ], created_at=FIXED_NOW - 30)
+    meta = (
+        "error: all backends unavailable: openai: breaker open; anthropic: breaker open; "
+        "local: model 'demo' not found locally"
+    )
+    return Conversation(
+        title="Summarise this changelog",
+        model="gpt-4o",
+        messages=[
+            {"role": "user", "content": "Summarise this changelog in three bullet points."},
+            {"role": "assistant", "content": "", "meta": meta, "state": "error"},
+        ],
+        created_at=FIXED_NOW - 30,
+    )
 
 
 def sample_conversation() -> Conversation:
@@ -80,19 +150,27 @@ def sample_conversation() -> Conversation:
     from engine.types import Usage
     from tui.panes.chat import describe_answer
 
-    answer = ("Use slicing for a reversed copy, or reverse in place:\n\n"
-              "```python\nitems = [1, 2, 3]\nprint(items[::-1])  # [3, 2, 1]\nitems.reverse()\n```\n\n"
-              "- `reversed(items)` gives an iterator without copying.\n"
-              "- `items.reverse()` returns `None`: it changes the list itself.")
-    meta = describe_answer("anthropic", "claude-sonnet-4", Usage(25, 212, 0.84, 58.2),
-                           "openai unavailable: HTTP 503 after 3 attempts")
-    return Conversation(title="How do I reverse a list in Python?", model="gpt-4o", messages=[
-        {"role": "user", "content": "How do I reverse a list in Python?"},
-        {"role": "assistant", "content": answer, "meta": meta},
-    ], created_at=FIXED_NOW - 60)
+    answer = (
+        "Use slicing for a reversed copy, or reverse in place:\n\n"
+        "```python\nitems = [1, 2, 3]\nprint(items[::-1])  # [3, 2, 1]\nitems.reverse()\n```\n\n"
+        "- `reversed(items)` gives an iterator without copying.\n"
+        "- `items.reverse()` returns `None`: it changes the list itself."
+    )
+    meta = describe_answer(
+        "anthropic", "claude-sonnet-4", Usage(25, 212, 0.84, 58.2), "openai unavailable: HTTP 503 after 3 attempts"
+    )
+    return Conversation(
+        title="How do I reverse a list in Python?",
+        model="gpt-4o",
+        messages=[
+            {"role": "user", "content": "How do I reverse a list in Python?"},
+            {"role": "assistant", "content": answer, "meta": meta},
+        ],
+        created_at=FIXED_NOW - 60,
+    )
 
 
-def fixed_app(base: Path, models_dir: Path | None) -> WorkbenchApp:
+def fixed_app(base: Path, models_dir: Path | None) -> Any:
     from tui.app import WorkbenchApp
 
     os.environ["TZ"] = "UTC"
@@ -213,8 +291,13 @@ SCENES: dict[str, tuple[tuple[int, int], Callable[[Any, Any], Awaitable[None]]]]
     "all-backends-down-100x30": ((100, 30), all_backends_down),
 }
 # What `make screenshots` writes (the README shows these).
-SCREENSHOTS = [*(f"{pane}-120x40" for pane in PANES), "chat-80x24", "rules-80x24", "help-80x24",
-               "all-backends-down-100x30"]
+SCREENSHOTS = [
+    *(f"{pane}-120x40" for pane in PANES),
+    "chat-80x24",
+    "rules-80x24",
+    "help-80x24",
+    "all-backends-down-100x30",
+]
 
 
 async def play(app: Any, pilot: Any, scene: str) -> None:

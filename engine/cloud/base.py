@@ -504,8 +504,12 @@ class CloudBackend:
         """POST (retried by the transport) until the response headers, within the first-token deadline."""
         import httpx
 
-        headers = {**self.cfg.extra_headers, **self._request_headers(request), **self._auth_headers(self.__api_key),
-                   "accept": "text/event-stream"}
+        headers = {
+            **self.cfg.extra_headers,
+            **self._request_headers(request),
+            **self._auth_headers(self.__api_key),
+            "accept": "text/event-stream",
+        }
         deadline = min(bounds.first, bounds.total)
         http_request = self._client.build_request(
             "POST",
@@ -523,8 +527,11 @@ class CloudBackend:
         except _WaitBeyondDeadline as exc:
             raise self._error(
                 UnavailableError,
-                (f"upstream answered {exc.status} and asked to wait {exc.wait:g} s" if exc.status else
-                 f"the next retry would come after {exc.wait:.1f} s")
+                (
+                    f"upstream answered {exc.status} and asked to wait {exc.wait:g} s"
+                    if exc.status
+                    else f"the next retry would come after {exc.wait:.1f} s"
+                )
                 + f", past the first-token deadline ({max(exc.left, 0.0):.1f} s left)",
                 attempts[0],
                 status=exc.status,

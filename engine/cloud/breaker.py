@@ -168,8 +168,7 @@ class _Relay(pybreaker.CircuitBreakerListener):
 
 
 class BackendBreaker:
-    def __init__(self, backend: str, fail_max: int, reset_timeout: float,
-                 shared: BreakerStates | None = None) -> None:
+    def __init__(self, backend: str, fail_max: int, reset_timeout: float, shared: BreakerStates | None = None) -> None:
         self.backend = backend
         self._storage = _Storage(backend, shared if shared is not None else MemoryBreakerStates())
         self._cb = pybreaker.CircuitBreaker(

@@ -281,16 +281,17 @@ class LocalEngine:
         """On the MLX thread: load the model if needed, render the prompt, check it fits."""
         started = time.perf_counter()
         was_loaded = self._manager.is_loaded(info.id)
-        # A client that goes away during the load stops it too (between load stages).
         # The router's "what is this request waiting on" callback, when it gave one ("loading demo 45%").
-        on_status = request.metadata.get("on_status")
-        report: Callable[[str], None] | None = on_status if callable(on_status) else None
+        on_status: Callable[[str], None] | None = request.metadata.get("on_status")
+        progress: Callable[[LoadProgress], None] | None = None
+        if callable(on_status):
+            report = on_status
 
-        def loading(p: LoadProgress) -> None:
-            if report is not None:
+            def progress(p: LoadProgress) -> None:
                 report(f"loading {info.id} {p.fraction:.0%}")
 
-        loaded = self._manager.get(info, progress=loading if report else None, cancel=handle.cancelled)
+        # A client that goes away during the load stops it too (between load stages).
+        loaded = self._manager.get(info, progress=progress, cancel=handle.cancelled)
         load_s = 0.0 if was_loaded else time.perf_counter() - started
         prompt = render_prompt(loaded.tokenizer, request)
         if not prompt:

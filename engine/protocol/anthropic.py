@@ -25,11 +25,20 @@ from engine.types import (
 )
 
 _STOP_IN: dict[str, FinishReason] = {
-    "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
-    "pause_turn": "stop", "refusal": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+    "refusal": "stop",
 }
-_STOP_OUT = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "error": "end_turn",
-             "cancelled": "end_turn"}
+_STOP_OUT = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "error": "end_turn",
+    "cancelled": "end_turn",
+}
 
 
 def map_stop_reason(reason: str | None) -> FinishReason | None:
@@ -44,8 +53,11 @@ def stop_reason_out(reason: str | None) -> str | None:
 
 
 def _attachment_block(a: Attachment) -> dict[str, Any]:
-    source = ({"type": "url", "url": a.url} if a.url else
-              {"type": "base64", "media_type": a.media_type or "", "data": a.data or ""})
+    source = (
+        {"type": "url", "url": a.url}
+        if a.url
+        else {"type": "base64", "media_type": a.media_type or "", "data": a.data or ""}
+    )
     return {"type": a.kind, "source": source}
 
 
@@ -55,8 +67,9 @@ def _turn_blocks(m: Message, i: int) -> tuple[str, list[dict[str, Any]]]:
     if m.role == "tool":
         content: Any = m.content
         if m.attachments:
-            content = ([{"type": "text", "text": m.content}] if m.content else []) + \
-                [_attachment_block(a) for a in m.attachments]
+            content = ([{"type": "text", "text": m.content}] if m.content else []) + [
+                _attachment_block(a) for a in m.attachments
+            ]
         block = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": content}
         if m.is_error:
             block["is_error"] = True
@@ -195,8 +208,12 @@ def _attachment(b: dict[str, Any], where: str) -> Attachment:
         raise bad(f"{where}.source.data", "must be a base64 string")
     if source["type"] == "url" and not isinstance(source.get("url"), str):
         raise bad(f"{where}.source.url", "must be a string")
-    return Attachment(kind=b["type"], media_type=source.get("media_type"), data=source.get("data"),
-                      url=source.get("url") if isinstance(source.get("url"), str) else None)
+    return Attachment(
+        kind=b["type"],
+        media_type=source.get("media_type"),
+        data=source.get("data"),
+        url=source.get("url") if isinstance(source.get("url"), str) else None,
+    )
 
 
 def _tool_result(b: dict[str, Any], where: str) -> Message:
@@ -212,8 +229,13 @@ def _tool_result(b: dict[str, Any], where: str) -> Message:
     is_error = b.get("is_error", False)
     if not isinstance(is_error, bool):
         raise bad(f"{where}.is_error", "must be a boolean")
-    return Message(role="tool", content="".join(texts), tool_call_id=str(b.get("tool_use_id") or ""),
-                   attachments=tuple(attachments), is_error=is_error)
+    return Message(
+        role="tool",
+        content="".join(texts),
+        tool_call_id=str(b.get("tool_use_id") or ""),
+        attachments=tuple(attachments),
+        is_error=is_error,
+    )
 
 
 def _system_text(content: Any, field: str) -> str:
@@ -249,8 +271,11 @@ def _parse_message(m: Any, i: int) -> list[Message]:
                 raise bad(f"{where}.name", "is required")
             if b.get("input") is not None and not isinstance(b["input"], dict):
                 raise bad(f"{where}.input", "must be an object")
-            calls.append(ToolCall(id=str(b.get("id") or f"toolu_{i}_{j}"), name=b["name"],
-                                  arguments=json.dumps(b.get("input") or {})))
+            calls.append(
+                ToolCall(
+                    id=str(b.get("id") or f"toolu_{i}_{j}"), name=b["name"], arguments=json.dumps(b.get("input") or {})
+                )
+            )
         elif kind == "tool_result" and role == "user":
             if texts or attachments:
                 out.append(Message(role="user", content="".join(texts), attachments=tuple(attachments)))
@@ -264,8 +289,7 @@ def _parse_message(m: Any, i: int) -> list[Message]:
         # Anything else (thinking, redacted_thinking, an assistant's server tool blocks) is
         # the upstream's own record: an Anthropic upstream gets it back as sent, others skip it.
     if texts or attachments or calls or not results:
-        out.append(Message(role=role, content="".join(texts), tool_calls=tuple(calls),
-                           attachments=tuple(attachments)))
+        out.append(Message(role=role, content="".join(texts), tool_calls=tuple(calls), attachments=tuple(attachments)))
     return out
 
 
@@ -279,8 +303,9 @@ def _parse_tools(raw_tools: Any) -> list[ToolSpec]:
         if t.get("type") not in (None, "custom"):
             # A server tool (web_search_..., bash_...): only Anthropic runs it; it stays in the passthrough.
             continue
-        tools.append(parse_tool(t.get("name"), t.get("description"), t.get("input_schema"), f"tools[{j}]",
-                                "input_schema"))
+        tools.append(
+            parse_tool(t.get("name"), t.get("description"), t.get("input_schema"), f"tools[{j}]", "input_schema")
+        )
     return tools
 
 
@@ -343,16 +368,18 @@ def response_from_anthropic(body: Any) -> ChatResult:
         if b.get("type") == "text":
             texts.append(b.get("text", ""))
         elif b.get("type") == "tool_use":
-            calls.append(ToolCall(id=b.get("id", ""), name=b.get("name", ""),
-                                  arguments=json.dumps(b.get("input") or {})))
+            calls.append(
+                ToolCall(id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {}))
+            )
         elif b.get("type") in ("thinking", "redacted_thinking"):
             thinking.append(_thinking_of(b, len(thinking)))
     usage = body.get("usage") or {}
     return ChatResult(
         text="".join(texts),
         finish_reason=map_stop_reason(body.get("stop_reason")) or "stop",
-        usage=Usage(prompt_tokens=int(usage.get("input_tokens") or 0),
-                    completion_tokens=int(usage.get("output_tokens") or 0)),
+        usage=Usage(
+            prompt_tokens=int(usage.get("input_tokens") or 0), completion_tokens=int(usage.get("output_tokens") or 0)
+        ),
         tool_calls=calls,
         model=body.get("model"),
         thinking=thinking,
@@ -412,8 +439,11 @@ class AnthropicStreamDecoder:
         if event == "error":
             err = obj.get("error") or {}
             kind, message = err.get("type", "error"), err.get("message", "")
-            raise UnavailableError(f"upstream {kind}: {message}", upstream_message=message,
-                                   status=529 if kind == "overloaded_error" else None)
+            raise UnavailableError(
+                f"upstream {kind}: {message}",
+                upstream_message=message,
+                status=529 if kind == "overloaded_error" else None,
+            )
         if event == "message_start":
             usage = (obj.get("message") or {}).get("usage") or {}
             self._input_tokens = int(usage.get("input_tokens") or 0)
@@ -447,18 +477,27 @@ class AnthropicStreamDecoder:
                 return [Chunk(tool_calls=[ToolCallDelta(index=idx, arguments=delta.get("partial_json", ""))])]
             if delta.get("type") in ("thinking_delta", "signature_delta"):
                 idx = self._thinking_index.setdefault(int(obj.get("index", 0)), len(self._thinking_index))
-                return [Chunk(thinking=[ThinkingDelta(idx, str(delta.get("thinking") or ""),
-                                                      str(delta.get("signature") or ""))])]
+                return [
+                    Chunk(
+                        thinking=[
+                            ThinkingDelta(idx, str(delta.get("thinking") or ""), str(delta.get("signature") or ""))
+                        ]
+                    )
+                ]
             return []
         if event == "message_delta":
             delta = obj.get("delta") or {}
             usage = obj.get("usage") or {}
             reason = map_stop_reason(delta.get("stop_reason"))
-            return [Chunk(
-                finish_reason=reason,
-                usage=Usage(prompt_tokens=int(usage.get("input_tokens") or self._input_tokens),
-                            completion_tokens=int(usage.get("output_tokens") or 0)),
-            )]
+            return [
+                Chunk(
+                    finish_reason=reason,
+                    usage=Usage(
+                        prompt_tokens=int(usage.get("input_tokens") or self._input_tokens),
+                        completion_tokens=int(usage.get("output_tokens") or 0),
+                    ),
+                )
+            ]
         return []
 
 
@@ -482,10 +521,24 @@ class AnthropicStreamEncoder:
         if self._started:
             return []
         self._started = True
-        return [("message_start", {"type": "message_start", "message": {
-            "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-            "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": self._usage.prompt_tokens, "output_tokens": 0}}})]
+        return [
+            (
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": self.id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": self.model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": self._usage.prompt_tokens, "output_tokens": 0},
+                    },
+                },
+            )
+        ]
 
     def _close_block(self) -> list[tuple[str, dict[str, Any]]]:
         if self._block is None:
@@ -499,8 +552,9 @@ class AnthropicStreamEncoder:
             return []
         out = self._close_block()
         self._block = (kind, key)
-        out.append(("content_block_start", {"type": "content_block_start", "index": self._next_block,
-                                             "content_block": block}))
+        out.append(
+            ("content_block_start", {"type": "content_block_start", "index": self._next_block, "content_block": block})
+        )
         self._next_block += 1
         return out
 
@@ -517,21 +571,42 @@ class AnthropicStreamEncoder:
 
     def encode(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
         if chunk.usage is not None:  # before message_start: a first chunk may carry the input tokens
-            self._usage = Usage(prompt_tokens=chunk.usage.prompt_tokens or self._usage.prompt_tokens,
-                                completion_tokens=chunk.usage.completion_tokens)
+            self._usage = Usage(
+                prompt_tokens=chunk.usage.prompt_tokens or self._usage.prompt_tokens,
+                completion_tokens=chunk.usage.completion_tokens,
+            )
         out = self._start()
         for t in chunk.thinking:
             out += self._thinking(t)
         if chunk.text:
             out += self._open("text", 0, {"type": "text", "text": ""})
-            out.append(("content_block_delta", {"type": "content_block_delta", "index": self._next_block - 1,
-                                                 "delta": {"type": "text_delta", "text": chunk.text}}))
+            out.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": self._next_block - 1,
+                        "delta": {"type": "text_delta", "text": chunk.text},
+                    },
+                )
+            )
         for d in chunk.tool_calls:
-            out += self._open("tool", d.index, {"type": "tool_use", "id": d.id or f"toolu_{d.index}",
-                                                "name": d.name or "", "input": {}})
+            out += self._open(
+                "tool",
+                d.index,
+                {"type": "tool_use", "id": d.id or f"toolu_{d.index}", "name": d.name or "", "input": {}},
+            )
             if d.arguments:
-                out.append(("content_block_delta", {"type": "content_block_delta", "index": self._next_block - 1,
-                                                     "delta": {"type": "input_json_delta", "partial_json": d.arguments}}))
+                out.append(
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": self._next_block - 1,
+                            "delta": {"type": "input_json_delta", "partial_json": d.arguments},
+                        },
+                    )
+                )
         if chunk.finish_reason and chunk.error is None:
             self._finish = chunk.finish_reason
         return out
@@ -544,11 +619,19 @@ class AnthropicStreamEncoder:
         if self._next_block == 0:
             out += self._open("text", 0, {"type": "text", "text": ""})
         out += self._close_block()
-        out.append(("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": stop_reason_out(self._finish) or "end_turn",
-                                                "stop_sequence": None},
-                                      "usage": {"input_tokens": self._usage.prompt_tokens,
-                                                "output_tokens": self._usage.completion_tokens}}))
+        out.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason_out(self._finish) or "end_turn", "stop_sequence": None},
+                    "usage": {
+                        "input_tokens": self._usage.prompt_tokens,
+                        "output_tokens": self._usage.completion_tokens,
+                    },
+                },
+            )
+        )
         out.append(("message_stop", {"type": "message_stop"}))
         return out
 
@@ -560,9 +643,17 @@ class AnthropicStreamEncoder:
 # ---------------------------------------------------------------- errors
 
 # overloaded_error is Anthropic's 529 only (an upstream said so); any other failure is api_error.
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
-                422: "invalid_request_error", 429: "rate_limit_error", 529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 
 
 def error_body_anthropic(err: EngineError) -> dict[str, Any]:

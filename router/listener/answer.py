@@ -47,10 +47,17 @@ def answer_headers(stream: RouteStream) -> dict[str, str]:
     return headers
 
 
-async def check_max_tokens(wb: Workbench, req: ChatRequest, stream: RouteStream) -> None:
+# Anthropic's max_tokens is mandatory and agents send their own model's maximum (Claude Code: 128000)
+# to every model; below this ceiling the local engine stops at the context instead of refusing.
+ANTHROPIC_CLAMP_CEILING = 1 << 20
+
+
+async def check_max_tokens(wb: Workbench, req: ChatRequest, stream: RouteStream, protocol: str) -> None:
     """400 naming the limit when the local model the request goes to first cannot answer that long."""
     step = next((s for s in stream.explanation.chain if not s.skipped), None)
     if req.max_tokens is None or step is None or step.backend != "local":
+        return
+    if protocol == "anthropic" and req.max_tokens <= ANTHROPIC_CLAMP_CEILING:
         return
     try:
         await wb.local.aresolve(step.model)  # a first look at the model folders runs off the loop
@@ -82,7 +89,7 @@ async def answer(request: Request, wb: Workbench, req: ChatRequest, wire: Wire) 
         return error_response(exc, wire.name)
     streaming = False
     try:
-        await check_max_tokens(wb, req, stream)
+        await check_max_tokens(wb, req, stream, wire.name)
         session = sessions.open(stream)
     except EngineError as exc:
         await stream.aclose()

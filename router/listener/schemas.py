@@ -264,16 +264,22 @@ _RESPONSES_ITEM: dict[str, Any] = {
                 "type": {"const": "message"},
                 "role": {"enum": ["user", "assistant", "system", "developer"]},
                 "content": {
-                    "anyOf": [_STRING, {"type": "array", "items": {"anyOf": [_text_part("input_text"),
-                                                                              _text_part("output_text")]}}]
+                    "anyOf": [
+                        _STRING,
+                        {"type": "array", "items": {"anyOf": [_text_part("input_text"), _text_part("output_text")]}},
+                    ]
                 },
             },
         },
         {
             "type": "object",
             "required": ["type", "call_id", "name"],
-            "properties": {"type": {"const": "function_call"}, "call_id": _STRING, "name": _STRING,
-                           "arguments": _STRING},
+            "properties": {
+                "type": {"const": "function_call"},
+                "call_id": _STRING,
+                "name": _STRING,
+                "arguments": _STRING,
+            },
         },
         {
             "type": "object",
@@ -300,15 +306,22 @@ OPENAI_RESPONSES: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "required": ["type", "name"],
-                "properties": {"type": {"const": "function"}, "name": _STRING, "description": _STRING,
-                               "parameters": _JSON_SCHEMA_OBJECT},
+                "properties": {
+                    "type": {"const": "function"},
+                    "name": _STRING,
+                    "description": _STRING,
+                    "parameters": _JSON_SCHEMA_OBJECT,
+                },
             },
         },
         "tool_choice": {
             "anyOf": [
                 {"enum": ["auto", "none", "required", None]},
-                {"type": "object", "required": ["type", "name"],
-                 "properties": {"type": {"const": "function"}, "name": _STRING}},
+                {
+                    "type": "object",
+                    "required": ["type", "name"],
+                    "properties": {"type": {"const": "function"}, "name": _STRING},
+                },
             ]
         },
     },

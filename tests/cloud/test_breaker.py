@@ -151,9 +151,7 @@ async def test_an_interrupted_probe_frees_the_gate_and_stays_half_open(fake_upst
     assert backend.snapshot().state == "closed"
 
 
-async def test_client_errors_do_not_count_but_reset_the_consecutive_count(
-    fake_upstream: FakeUpstream, make
-) -> None:
+async def test_client_errors_do_not_count_but_reset_the_consecutive_count(fake_upstream: FakeUpstream, make) -> None:
     backend = make(ANTHROPIC, **FAST)
     fake_upstream.script(ANTHROPIC.path, 500, 500)
     for _ in range(2):

@@ -34,11 +34,7 @@ def test_default_answers_follow_protocol_and_stream_flag(fake_upstream: FakeUpst
         assert r.headers["content-type"].startswith("text/event-stream")
         data = _sse_data(r.text)
         assert data[-1] == "[DONE]"
-        text = "".join(
-            c["choices"][0]["delta"].get("content", "")
-            for c in map(json.loads, data[:-1])
-            if c["choices"]
-        )
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in map(json.loads, data[:-1]) if c["choices"])
         assert text == "Hello from fake openai"
 
         r = client.post(ANTHROPIC_PATH, json={"model": "claude-x", "stream": False})
@@ -113,7 +109,7 @@ async def test_stall_keeps_connection_open_and_disconnect_is_seen(fake_upstream:
 
 
 def test_raw_lines_sent_verbatim(fake_upstream: FakeUpstream) -> None:
-    fake_upstream.script("openai", Reply(raw_lines=["data: {\"a\": 1}", "", "this is not sse", ""]))
+    fake_upstream.script("openai", Reply(raw_lines=['data: {"a": 1}', "", "this is not sse", ""]))
     with httpx.Client(base_url=fake_upstream.url, timeout=10) as client:
         r = client.post(OPENAI_PATH, json={"stream": True})
     assert r.text == 'data: {"a": 1}\n\nthis is not sse\n\n'

@@ -49,7 +49,8 @@ async def test_503_503_200_succeeds_on_the_third_attempt(
 
 
 @pytest.mark.parametrize(
-    "flavour,status", [(OPENAI, 429), (ANTHROPIC, 429), (ANTHROPIC, 529)],
+    "flavour,status",
+    [(OPENAI, 429), (ANTHROPIC, 429), (ANTHROPIC, 529)],
     ids=["openai-429", "anthropic-429", "anthropic-529"],
 )
 async def test_retry_after_is_honoured(flavour: Flavour, status: int, fake_upstream: FakeUpstream, make) -> None:
@@ -155,8 +156,15 @@ def unanswered_port():
 
 
 async def test_a_connect_that_hangs_is_bounded_by_the_connect_timeout_and_retried(unanswered_port: int) -> None:
-    cfg = CloudConfig(name="down", kind="openai", base_url=f"http://127.0.0.1:{unanswered_port}/v1",
-                      connect_timeout=0.3, retries=2, backoff_factor=0.01, deadline=5.0)
+    cfg = CloudConfig(
+        name="down",
+        kind="openai",
+        base_url=f"http://127.0.0.1:{unanswered_port}/v1",
+        connect_timeout=0.3,
+        retries=2,
+        backoff_factor=0.01,
+        deadline=5.0,
+    )
     backend = OpenAIBackend(cfg, "k")
     try:
         started = time.perf_counter()
@@ -255,8 +263,9 @@ async def _thinking_upstream(silence: float) -> tuple[asyncio.Server, str]:
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
         await reader.readexactly(length)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
         writer.write(f"data: {json.dumps(events[0])}\n\n".encode())

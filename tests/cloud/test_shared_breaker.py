@@ -25,8 +25,9 @@ SETTINGS = {"retries": 0, "fail_max": 2, "reset_timeout": 300.0, "deadline": 5.0
 
 def cli(*argv: str) -> str:
     """`mlx-workbench ...` in another process, on the same data directory (MLXWB_DATA_DIR)."""
-    done = subprocess.run([sys.executable, "-m", "tui.cli", *argv], cwd=ROOT, capture_output=True, text=True,
-                          check=False, timeout=90)
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", *argv], cwd=ROOT, capture_output=True, text=True, check=False, timeout=90
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -97,8 +98,9 @@ async def test_successful_requests_write_no_breaker_state(wb: Workbench, monkeyp
     writes: list[str] = []
     for name in ("save_breaker", "add_breaker_failure"):  # on every Store: the writer thread has its own
         real = getattr(Store, name)
-        monkeypatch.setattr(Store, name, lambda *a, _real=real, _name=name, **k: (writes.append(_name),
-                                                                                  _real(*a, **k))[1])
+        monkeypatch.setattr(
+            Store, name, lambda *a, _real=real, _name=name, **k: (writes.append(_name), _real(*a, **k))[1]
+        )
     for _ in range(5):
         await collect(wb.router.route(ask()))
     wb.store.writer.flush()
@@ -169,8 +171,11 @@ async def test_breaker_writes_never_hold_the_event_loop(wb: Workbench, fake_upst
     threads: list[str] = []
     for name in ("save_breaker", "add_breaker_failure"):
         real = getattr(Store, name)
-        monkeypatch.setattr(Store, name, lambda *a, _real=real, **k: (threads.append(threading.current_thread().name),
-                                                                      _real(*a, **k))[1])
+        monkeypatch.setattr(
+            Store,
+            name,
+            lambda *a, _real=real, **k: (threads.append(threading.current_thread().name), _real(*a, **k))[1],
+        )
     fake_upstream.set_default(OPENAI_PATH, 500)
     # Another process's long transaction holds the write lock while the breaker counts and opens.
     holder = sqlite3.connect(wb.store.path, isolation_level=None)

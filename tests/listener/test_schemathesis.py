@@ -29,8 +29,9 @@ def listener_url(tmp_path: Path, tiny_models_dir: Path):
     stop = asyncio.Event()
 
     async def main() -> None:
-        wb = Workbench.open(AppConfig(engine=EngineConfig(data_dir=tmp_path / "d", model_dirs=[tiny_models_dir],
-                                                          scan_hf_cache=False)))
+        wb = Workbench.open(
+            AppConfig(engine=EngineConfig(data_dir=tmp_path / "d", model_dirs=[tiny_models_dir], scan_hf_cache=False))
+        )
         wb.store.add_rule(Rule("*", "local", model="tiny-llama-mlx"))
         lst = Listener(wb, "127.0.0.1", 0)
         await lst.start()
@@ -63,8 +64,9 @@ def test_no_generated_request_gets_a_5xx(listener_url: str) -> None:
             calls.append((case.path, response.status_code))
             if isinstance(case.body, dict):
                 fuzzed["tools"] += bool(case.body.get("tools"))
-                fuzzed["content lists"] += any(isinstance(m, dict) and isinstance(m.get("content"), list)
-                                               for m in case.body.get("messages") or [])
+                fuzzed["content lists"] += any(
+                    isinstance(m, dict) and isinstance(m.get("content"), list) for m in case.body.get("messages") or []
+                )
             if response.status_code >= 500:
                 failures.append((case.method, case.path, case.body, response.status_code, response.text[:300]))
 

@@ -15,8 +15,9 @@ import pytest
 
 
 def _serve(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -69,8 +70,9 @@ def test_sigterm_ends_open_streams_with_an_error_event_and_logs_to_a_private_fil
 
     wb = Workbench.open(load_config())
     wb.store.set_cloud_routing(True)
-    wb.store.save_backend(BackendRecord("up", "openai-compatible", fake_upstream.openai_url,
-                                        {**FAST, "idle_timeout": 120.0}))
+    wb.store.save_backend(
+        BackendRecord("up", "openai-compatible", fake_upstream.openai_url, {**FAST, "idle_timeout": 120.0})
+    )
     wb.store.add_rule(Rule("slow", "up"))
     wb.store.close()
     # The upstream sends two chunks and then nothing: only the listener's shutdown can end the stream.
@@ -79,8 +81,12 @@ def test_sigterm_ends_open_streams_with_an_error_event_and_logs_to_a_private_fil
     try:
         url = proc.stdout.readline().split()[3]
         lines: list[str] = []
-        with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
-                          json={"model": "slow", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}) as r:
+        with httpx.stream(
+            "POST",
+            url + "/v1/chat/completions",
+            timeout=30,
+            json={"model": "slow", "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
+        ) as r:
             for line in r.iter_lines():
                 lines.append(line)
                 if '"one"' in line:

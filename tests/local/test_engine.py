@@ -50,8 +50,10 @@ def test_constructing_the_engine_imports_no_mlx(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from engine.config import EngineConfig; from engine.local.engine import LocalEngine; "
-            "LocalEngine(EngineConfig()); print('mlx' in sys.modules or 'mlx.core' in sys.modules)")
+    code = (
+        "import sys; from engine.config import EngineConfig; from engine.local.engine import LocalEngine; "
+        "LocalEngine(EngineConfig()); print('mlx' in sys.modules or 'mlx.core' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 

@@ -44,8 +44,9 @@ def test_fresh_db_has_schema_wal_and_private_mode(store: Store) -> None:
 
 
 def test_rules_round_trip(store: Store) -> None:
-    r = store.add_rule(Rule("gpt-*", "openai", model=None, fallbacks=[Step("anthropic", "claude-x")], priority=3,
-                            note="cloud"))
+    r = store.add_rule(
+        Rule("gpt-*", "openai", model=None, fallbacks=[Step("anthropic", "claude-x")], priority=3, note="cloud")
+    )
     assert r.id is not None and r.created_at
     got = store.get_rule(r.id)
     assert got.fallbacks == [Step("anthropic", "claude-x")] and got.priority == 3 and got.note == "cloud"
@@ -78,8 +79,11 @@ def test_conversations_and_settings(store: Store) -> None:
 def test_request_log_is_bounded_and_keeps_no_prompt_by_default(tmp_path: Path) -> None:
     s = Store.open(tmp_path / "log.db", max_rows=20)
     for i in range(250):
-        s.log_request(RequestRecord("tui", "canonical", f"m{i}", prompt="secret question",
-                                    attempts=[{"backend": "local", "outcome": "ok"}]))
+        s.log_request(
+            RequestRecord(
+                "tui", "canonical", f"m{i}", prompt="secret question", attempts=[{"backend": "local", "outcome": "ok"}]
+            )
+        )
     s.prune()
     rows = s.recent_requests(limit=1000)
     assert len(rows) == 20 and rows[0].model == "m249"
@@ -154,8 +158,10 @@ def test_change_token_sees_other_connections_and_processes(tmp_path: Path, store
     t1 = store.change_token()
     assert t1 != t0
     other.close()
-    code = ("import sys; from router.store import Store; from router.rules import Rule; "
-            "s = Store.open(sys.argv[1]); s.add_rule(Rule('y', 'local')); s.close()")
+    code = (
+        "import sys; from router.store import Store; from router.rules import Rule; "
+        "s = Store.open(sys.argv[1]); s.add_rule(Rule('y', 'local')); s.close()"
+    )
     subprocess.run([sys.executable, "-c", code, str(store.path)], check=True, cwd=ROOT, timeout=60)
     assert store.change_token() != t1
     assert {r.pattern for r in store.list_rules()} == {"x", "y"}
@@ -359,8 +365,10 @@ async def test_writer_reports_a_failed_write_on_the_loop_and_in_the_log(tmp_path
     s = FullDiskStore.open(tmp_path / "wb.db")
     seen: list[tuple[WriteFailed, int]] = []
     caplog.set_level(logging.ERROR, logger="router.writer")
-    future = s.log_request_later(RequestRecord("tui", "canonical", "m", request_id="r" * 12),
-                                 on_failed=lambda e: seen.append((e, threading.get_ident())))
+    future = s.log_request_later(
+        RequestRecord("tui", "canonical", "m", request_id="r" * 12),
+        on_failed=lambda e: seen.append((e, threading.get_ident())),
+    )
     with pytest.raises(StoreFullError):
         await asyncio.wrap_future(future)
     await asyncio.sleep(0)  # the callback was scheduled on this loop
@@ -382,15 +390,20 @@ async def test_asave_conversation_keeps_a_snapshot_and_sets_the_id(store: Store)
     conv.messages.append({"role": "assistant", "content": "partial", "unfinished": True})
     assert store.get_conversation(conv.id).messages == [{"role": "user", "content": "question"}]
     await store.asave_conversation(conv)
-    assert store.get_conversation(conv.id).messages[-1] == {"role": "assistant", "content": "partial",
-                                                            "unfinished": True}
+    assert store.get_conversation(conv.id).messages[-1] == {
+        "role": "assistant",
+        "content": "partial",
+        "unfinished": True,
+    }
     assert [c.id for c in store.list_conversations()] == [conv.id]
 
 
 async def test_writer_run_raises_the_store_error_to_the_awaiting_caller(tmp_path: Path) -> None:
     s = FullDiskStore.open(tmp_path / "wb.db")
     with pytest.raises(StoreFullError):
-        await s.writer.run(lambda w: w.log_request(RequestRecord("x", "canonical", "m", request_id="r" * 12)),
-                           what="write the request log")
+        await s.writer.run(
+            lambda w: w.log_request(RequestRecord("x", "canonical", "m", request_id="r" * 12)),
+            what="write the request log",
+        )
     assert await s.writer.run(lambda w: len(w.list_rules()), what="count") == 0  # the thread lives on
     s.close()

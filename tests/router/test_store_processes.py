@@ -28,13 +28,28 @@ pytestmark = pytest.mark.slow
 
 def child(*args: object, env: dict[str, str] | None = None, **kw) -> subprocess.Popen[str]:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "tests.router.storage_child", *map(str, args)], cwd=ROOT,
-                            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.router.storage_child", *map(str, args)],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], check=False, cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        **kw,
+    )
 
 
 def acked(out: str, what: str) -> list[str]:
@@ -89,8 +104,14 @@ def test_three_processes_write_at_once_without_a_single_locked_error(tmp_path: P
     db, go = tmp_path / "wb.db", tmp_path / "go"
     tags, rounds = ("p0", "p1", "p2"), 25
     store = Store.open(db)
-    store.save_backend(BackendRecord("up", "openai-compatible", fake_upstream.openai_url,
-                                     {"retries": 0, "connect_timeout": 5.0, "deadline": 20.0}))
+    store.save_backend(
+        BackendRecord(
+            "up",
+            "openai-compatible",
+            fake_upstream.openai_url,
+            {"retries": 0, "connect_timeout": 5.0, "deadline": 20.0},
+        )
+    )
     store.set_cloud_routing(True)  # off in a new data directory
     for tag in tags:
         store.add_rule(Rule(f"{tag}-model", "up"))

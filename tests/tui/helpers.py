@@ -15,8 +15,12 @@ from tui.app import WorkbenchApp
 
 
 def make_config(tmp_path: Path, models_dir: Path, **kw: Any) -> AppConfig:
-    cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "data", model_dirs=[models_dir], scan_hf_cache=False,
-                                        memory_budget_bytes=2**30), listener_port=0)
+    cfg = AppConfig(
+        engine=EngineConfig(
+            data_dir=tmp_path / "data", model_dirs=[models_dir], scan_hf_cache=False, memory_budget_bytes=2**30
+        ),
+        listener_port=0,
+    )
     for key, value in kw.items():
         setattr(cfg, key, value)
     return cfg

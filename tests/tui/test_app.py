@@ -17,8 +17,9 @@ def run_headless(monkeypatch: pytest.MonkeyPatch, on_mount) -> None:
     monkeypatch.setattr(WorkbenchApp, "on_mount", on_mount)
 
 
-def test_the_log_file_is_private_whatever_the_umask(tmp_path: Path, isolated_env: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_log_file_is_private_whatever_the_umask(
+    tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Defect 16: workbench.log was created 0644 next to a 0600 database.
     run_headless(monkeypatch, lambda self: self.exit())
     old = os.umask(0o022)

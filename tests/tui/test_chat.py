@@ -43,8 +43,9 @@ def slow_tiny_model(monkeypatch: pytest.MonkeyPatch, step_s: float = 0.02) -> li
 def add_openai(app, fake_upstream, **settings) -> None:
     """An OpenAI backend on the fake upstream, with cloud routing on (a new data dir has it off)."""
     app.workbench.store.set_cloud_routing(True)
-    app.workbench.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url,
-                                                   {"retries": 0, **settings}))
+    app.workbench.store.save_backend(
+        BackendRecord("openai", "openai", fake_upstream.openai_url, {"retries": 0, **settings})
+    )
 
 
 # ---------------------------------------------------------------- the prompt (defect 1)
@@ -121,10 +122,12 @@ async def test_up_and_down_on_an_empty_prompt_walk_earlier_prompts(tmp_path: Pat
 # ---------------------------------------------------------------- the model field (defect 2, 3)
 
 
-async def test_a_name_only_a_glob_rule_knows_is_typed_shown_routed_and_timed(tmp_path: Path, tiny_models_dir: Path,
-                                                                            fake_upstream) -> None:
-    fake_upstream.set_default(OPENAI_PATH, Reply(stream=openai_text_stream("one two three four five six",
-                                                                          usage=(9, 6)), chunk_delay=0.02))
+async def test_a_name_only_a_glob_rule_knows_is_typed_shown_routed_and_timed(
+    tmp_path: Path, tiny_models_dir: Path, fake_upstream
+) -> None:
+    fake_upstream.set_default(
+        OPENAI_PATH, Reply(stream=openai_text_stream("one two three four five six", usage=(9, 6)), chunk_delay=0.02)
+    )
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         add_openai(app, fake_upstream)
@@ -151,8 +154,9 @@ async def test_a_name_only_a_glob_rule_knows_is_typed_shown_routed_and_timed(tmp
         assert " ms " in row and f"{record.tokens_per_s:.1f}" in row
 
 
-async def test_the_model_field_completes_from_every_name_the_workbench_knows(tmp_path: Path,
-                                                                             tiny_models_dir: Path) -> None:
+async def test_the_model_field_completes_from_every_name_the_workbench_knows(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         app.workbench.store.add_rule(Rule("my-exact-name", "local", model="tiny-llama-mlx"))
@@ -182,8 +186,9 @@ async def test_the_model_field_completes_from_every_name_the_workbench_knows(tmp
 # ---------------------------------------------------------------- status while waiting (defect 6)
 
 
-async def test_the_status_line_follows_the_router_while_waiting(tmp_path: Path, tiny_models_dir: Path,
-                                                               fake_upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_status_line_follows_the_router_while_waiting(
+    tmp_path: Path, tiny_models_dir: Path, fake_upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_upstream.set_default(OPENAI_PATH, 503)
     app = make_app(tmp_path, tiny_models_dir)
     shown: list[str] = []
@@ -208,8 +213,9 @@ async def test_the_status_line_follows_the_router_while_waiting(tmp_path: Path, 
 # ---------------------------------------------------------------- failed and stopped turns (defects 7, 8)
 
 
-async def test_a_rejected_turn_is_saved_with_its_error_and_turns_alternate(tmp_path: Path, tiny_models_dir: Path,
-                                                                          fake_upstream) -> None:
+async def test_a_rejected_turn_is_saved_with_its_error_and_turns_alternate(
+    tmp_path: Path, tiny_models_dir: Path, fake_upstream
+) -> None:
     fake_upstream.set_default(OPENAI_PATH, Reply(status=401, json=openai_error("bad key", "authentication_error")))
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -233,8 +239,9 @@ async def test_a_rejected_turn_is_saved_with_its_error_and_turns_alternate(tmp_p
         assert all(m.has_class("-error") for m in app.query(ChatMessage) if m.role == "assistant")
 
 
-async def test_esc_keeps_who_was_answering_and_the_route(tmp_path: Path, tiny_models_dir: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_esc_keeps_who_was_answering_and_the_route(
+    tmp_path: Path, tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     slow_tiny_model(monkeypatch)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -263,7 +270,8 @@ async def test_esc_keeps_who_was_answering_and_the_route(tmp_path: Path, tiny_mo
 
 
 async def test_the_question_is_on_disk_before_the_answer_and_the_answer_while_it_streams(
-        tmp_path: Path, tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     slow_tiny_model(monkeypatch, step_s=0.05)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -290,8 +298,9 @@ async def test_the_question_is_on_disk_before_the_answer_and_the_answer_while_it
         other.close()
 
 
-async def test_quitting_mid_answer_keeps_what_arrived_marked_unfinished(tmp_path: Path, tiny_models_dir: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_quitting_mid_answer_keeps_what_arrived_marked_unfinished(
+    tmp_path: Path, tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     slow_tiny_model(monkeypatch, step_s=0.05)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -317,8 +326,14 @@ def test_kill_9_mid_answer_keeps_the_question_and_the_partial_answer(tmp_path: P
 
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    child = subprocess.Popen([sys.executable, "-m", "tests.tui.crash_driver", str(tmp_path), str(tiny_models_dir)],
-                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.tui.crash_driver", str(tmp_path), str(tiny_models_dir)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "STREAMING"
         database = tmp_path / "data" / "workbench.db"
@@ -351,8 +366,16 @@ def test_kill_9_mid_answer_keeps_the_question_and_the_partial_answer(tmp_path: P
 async def test_a_reopened_unfinished_answer_says_so(tmp_path: Path, tiny_models_dir: Path) -> None:
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(100, 30)) as pilot:
-        conv = app.workbench.store.save_conversation(Conversation(title="t", model="tiny-llama-mlx", messages=[
-            {"role": "user", "content": "q"}, {"role": "assistant", "content": "part of an", "state": "unfinished"}]))
+        conv = app.workbench.store.save_conversation(
+            Conversation(
+                title="t",
+                model="tiny-llama-mlx",
+                messages=[
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "part of an", "state": "unfinished"},
+                ],
+            )
+        )
         await app.query_one(ChatPane).open_conversation(conv.id)
         await wait_for(pilot, lambda: "the app stopped before this answer ended" in screen_text(app), timeout=5)
         # What the model said so far is context for the next question.

@@ -20,7 +20,8 @@ from tui.screens.dialogs import BackendForm, Confirm
 
 
 async def test_cloud_routing_is_off_in_a_new_data_dir_and_nothing_leaves_until_it_is_turned_on(
-        tmp_path: Path, tiny_models_dir: Path, fake_upstream) -> None:
+    tmp_path: Path, tiny_models_dir: Path, fake_upstream
+) -> None:
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         store = app.workbench.store
@@ -30,8 +31,9 @@ async def test_cloud_routing_is_off_in_a_new_data_dir_and_nothing_leaves_until_i
         chat = app.query_one(ChatPane)
         app.query_one("#max-tokens").value = "3"
         app.query_one("#model").value = "gpt-4o"
-        await wait_for(pilot, lambda: "skipped: cloud routing is off" in str(app.query_one("#route").render()),
-                       timeout=5)
+        await wait_for(
+            pilot, lambda: "skipped: cloud routing is off" in str(app.query_one("#route").render()), timeout=5
+        )
         assert "f9 turns cloud routing on" in str(app.query_one("#route").render())
         await ask(pilot, "stay here")
         await wait_for(pilot, lambda: answered(chat, 2))
@@ -57,7 +59,8 @@ async def test_cloud_routing_is_off_in_a_new_data_dir_and_nothing_leaves_until_i
 
 
 async def test_the_switch_from_another_process_shows_and_the_palette_and_backend_form_know_it(
-        tmp_path: Path, tiny_models_dir: Path) -> None:
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     from router.store import Store
     from tests.tui.test_keys_and_help import palette
 
@@ -77,8 +80,9 @@ async def test_the_switch_from_another_process_shows_and_the_palette_and_backend
         assert isinstance(app.screen, BackendForm) and "Cloud routing is off" in screen_text(app)
 
 
-async def test_the_local_card_shows_running_and_queued(tmp_path: Path, tiny_models_dir: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_local_card_shows_running_and_queued(
+    tmp_path: Path, tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     slow_tiny_model(monkeypatch)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -95,8 +99,9 @@ async def test_the_local_card_shows_running_and_queued(tmp_path: Path, tiny_mode
         await wait_for(pilot, lambda: "running 0 · queued 0" in str(body.render()), timeout=10)
 
 
-async def test_the_prompt_cache_shows_in_the_models_pane_and_the_status_bar(tmp_path: Path,
-                                                                           tiny_models_dir: Path) -> None:
+async def test_the_prompt_cache_shows_in_the_models_pane_and_the_status_bar(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(160, 40)) as pilot:
         chat = app.query_one(ChatPane)
@@ -113,8 +118,10 @@ async def test_the_prompt_cache_shows_in_the_models_pane_and_the_status_bar(tmp_
 def test_the_answer_line_says_when_loading_or_queueing_took_time() -> None:
     usage = Usage(20, 12, ttft_s=3.2, tokens_per_s=18.5, queued_s=1.24, load_s=2.9, cached_tokens=16)
     line = describe_answer("local", "demo", usage, "")
-    assert line == ("local/demo · 20+12 tokens · TTFT 3200 ms · queued 1.2 s · loaded demo in 2.9 s · "
-                    "16 prompt tokens from cache · 18.5 tok/s")
+    assert line == (
+        "local/demo · 20+12 tokens · TTFT 3200 ms · queued 1.2 s · loaded demo in 2.9 s · "
+        "16 prompt tokens from cache · 18.5 tok/s"
+    )
     quick = describe_answer("local", "demo", Usage(20, 12, 0.05, 18.5, queued_s=0.01, load_s=0.02), "")
     assert "queued" not in quick and "loaded" not in quick
 
@@ -123,10 +130,18 @@ async def test_a_request_log_write_that_failed_is_said_in_health(tmp_path: Path,
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         # What the store's writer publishes when it gives up on a row.
-        app.workbench.events.publish(WriteFailed("write the request log", "the database is locked", "busy",
-                                                 detail="abc123"))
-        await wait_for(pilot, lambda: any("could not write the request log" in n for n in notifications(app)),
-                       timeout=5)
+        app.workbench.events.publish(
+            WriteFailed("write the request log", "the database is locked", "busy", detail="abc123")
+        )
+        await wait_for(
+            pilot, lambda: any("could not write the request log" in n for n in notifications(app)), timeout=5
+        )
         await pilot.press("f4")
-        await wait_for(pilot, lambda: "could not write the request log: the database is locked"
-                       in str(app.query_one("#health-status").render()), timeout=5)
+        await wait_for(
+            pilot,
+            lambda: (
+                "could not write the request log: the database is locked"
+                in str(app.query_one("#health-status").render())
+            ),
+            timeout=5,
+        )

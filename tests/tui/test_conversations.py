@@ -14,8 +14,11 @@ from tui.widgets.chat_message import ChatMessage
 
 def seed(store) -> list[Conversation]:
     convs = []
-    for title, model, n in (("Reverse a list in Python", "gpt-4o", 2), ("Rust lifetimes", "demo", 4),
-                            ("Shopping list", "demo", 1)):
+    for title, model, n in (
+        ("Reverse a list in Python", "gpt-4o", 2),
+        ("Rust lifetimes", "demo", 4),
+        ("Shopping list", "demo", 1),
+    ):
         msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"{title} {i}"} for i in range(n)]
         convs.append(store.save_conversation(Conversation(title=title, model=model, messages=msgs)))
     return convs
@@ -35,8 +38,9 @@ def listed(picker: ConversationPicker) -> list[str]:
     return [str(box.get_option_at_index(i).prompt) for i in range(box.option_count)]
 
 
-async def test_the_list_shows_date_title_and_count_and_filters_as_you_type(tmp_path: Path,
-                                                                          tiny_models_dir: Path) -> None:
+async def test_the_list_shows_date_title_and_count_and_filters_as_you_type(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         seed(app.workbench.store)

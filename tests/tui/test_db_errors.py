@@ -31,8 +31,9 @@ async def short_busy_wait(app) -> None:
     await app.db.run(lambda store: store.db.execute("PRAGMA busy_timeout = 200"))
 
 
-async def test_a_rule_that_cannot_be_saved_stays_in_its_form_and_saves_on_retry(tmp_path: Path,
-                                                                                tiny_models_dir: Path) -> None:
+async def test_a_rule_that_cannot_be_saved_stays_in_its_form_and_saves_on_retry(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         await short_busy_wait(app)
@@ -58,8 +59,9 @@ async def test_a_rule_that_cannot_be_saved_stays_in_its_form_and_saves_on_retry(
         assert app.screen is not form
 
 
-async def test_a_delete_the_database_refuses_is_reported_and_can_be_retried(tmp_path: Path,
-                                                                           tiny_models_dir: Path) -> None:
+async def test_a_delete_the_database_refuses_is_reported_and_can_be_retried(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     from router.rules import Rule
 
     app = make_app(tmp_path, tiny_models_dir)
@@ -80,8 +82,9 @@ async def test_a_delete_the_database_refuses_is_reported_and_can_be_retried(tmp_
         await wait_for(pilot, lambda: not app.workbench.store.list_rules(), timeout=10)
 
 
-async def test_a_chat_goes_on_while_the_database_refuses_and_is_saved_once_it_can(tmp_path: Path,
-                                                                                 tiny_models_dir: Path) -> None:
+async def test_a_chat_goes_on_while_the_database_refuses_and_is_saved_once_it_can(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     import asyncio
 
     app = make_app(tmp_path, tiny_models_dir)
@@ -93,14 +96,21 @@ async def test_a_chat_goes_on_while_the_database_refuses_and_is_saved_once_it_ca
         lock.__enter__()
         try:
             await ask(pilot, "are you there?", model="tiny-llama-mlx")
-            await wait_for(pilot, lambda: any("saving the conversation failed" in n for n in notifications(app)),
-                           timeout=10)
+            await wait_for(
+                pilot, lambda: any("saving the conversation failed" in n for n in notifications(app)), timeout=10
+            )
             assert app.is_running and chat.session.turns[0].content == "are you there?"
             await asyncio.sleep(0.5)
         finally:
             lock.__exit__(None, None, None)
         await wait_for(pilot, lambda: chat.session.turns[-1].state == "done", timeout=30)
         await wait_for(pilot, lambda: app.workbench.store.list_conversations(), timeout=30)
-        await wait_for(pilot, lambda: len(app.workbench.store.list_conversations()[0].messages) == 2
-                       and "state" not in app.workbench.store.list_conversations()[0].messages[1], timeout=30)
+        await wait_for(
+            pilot,
+            lambda: (
+                len(app.workbench.store.list_conversations()[0].messages) == 2
+                and "state" not in app.workbench.store.list_conversations()[0].messages[1]
+            ),
+            timeout=30,
+        )
         assert any("saved again" in n for n in notifications(app))

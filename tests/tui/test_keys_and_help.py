@@ -35,8 +35,13 @@ async def test_the_palette_offers_what_can_be_done_now(tmp_path: Path, tiny_mode
     async with app.run_test(size=(120, 40)) as pilot:
         app.workbench.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url))
         await wait_for(pilot, lambda: app.query_one("ModelsPane").scanned, timeout=10)
-        for wanted in ("Add backend", "Set key for openai", "Open chat", "Trip breaker openai",
-                       "Load model tiny-llama-mlx"):
+        for wanted in (
+            "Add backend",
+            "Set key for openai",
+            "Open chat",
+            "Trip breaker openai",
+            "Load model tiny-llama-mlx",
+        ):
             offered = await palette(pilot, wanted)
             assert any(o.startswith(wanted) for o in offered), (wanted, offered)
         assert not any(o.startswith("Unload") for o in await palette(pilot, "unload"))
@@ -81,8 +86,9 @@ async def test_help_lists_every_binding_by_pane_and_opens_from_anywhere(tmp_path
         for _, bindings, _ in binding_groups():
             for b in bindings:
                 if b.description:
-                    assert any(b.description in row for _, rows in app.screen.groups for row in
-                               (what for _, what in rows)), b.description
+                    assert any(
+                        b.description in row for _, rows in app.screen.groups for row in (what for _, what in rows)
+                    ), b.description
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         await pilot.press("f3")

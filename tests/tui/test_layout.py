@@ -78,8 +78,9 @@ async def test_every_pane_is_usable_at_80x24(pane: str, tmp_path: Path, tiny_mod
             assert app.query_one("#conversation").region.height >= 8
 
 
-@pytest.mark.parametrize("keys", [("f3", "a"), ("f3", "b"), ("f10",), ("ctrl+o",)], ids=["rule", "backend", "help",
-                                                                                          "conversations"])
+@pytest.mark.parametrize(
+    "keys", [("f3", "a"), ("f3", "b"), ("f10",), ("ctrl+o",)], ids=["rule", "backend", "help", "conversations"]
+)
 async def test_dialogs_fit_at_60x20(keys: tuple[str, ...], tmp_path: Path, tiny_models_dir: Path) -> None:
     app = fixed_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(60, 20)) as pilot:

@@ -40,12 +40,14 @@ async def test_models_pane_follows_a_load_made_elsewhere(tmp_path: Path, tiny_mo
 
 
 async def test_the_local_card_has_no_breaker_to_trip_and_a_trip_says_when_it_half_opens(
-        tmp_path: Path, tiny_models_dir: Path, fake_upstream) -> None:
+    tmp_path: Path, tiny_models_dir: Path, fake_upstream
+) -> None:
     # Defect 5: t on the local card asked to trip, then failed; a trip promised "until it is reset".
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        app.workbench.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url,
-                                                       {"reset_timeout": 30}))
+        app.workbench.store.save_backend(
+            BackendRecord("openai", "openai", fake_upstream.openai_url, {"reset_timeout": 30})
+        )
         await pilot.press("f4")
         await wait_for(pilot, lambda: app.query("#card-openai"), timeout=5)
         local = app.query_one("#card-local", BackendCard)
@@ -65,8 +67,9 @@ async def test_the_local_card_has_no_breaker_to_trip_and_a_trip_says_when_it_hal
         await wait_for(pilot, lambda: any("tripped" in n for n in notifications(app)), timeout=5)
         said = next(n for n in notifications(app) if "tripped" in n)
         assert "half-open" in said and "in 30 s" in said and "until it is reset" not in said
-        await wait_for(pilot, lambda: "half-open in" in str(app.query_one("#card-openai .card-body").render()),
-                       timeout=5)
+        await wait_for(
+            pilot, lambda: "half-open in" in str(app.query_one("#card-openai .card-body").render()), timeout=5
+        )
 
 
 async def test_rules_naming_a_missing_backend_are_flagged(tmp_path: Path, tiny_models_dir: Path) -> None:
@@ -111,8 +114,9 @@ def test_backends_rm_refuses_while_rules_use_it(tmp_path: Path, capsys) -> None:
     assert "removed backend openai" in out and "still named by rule #1 gpt-*" in err
 
 
-async def test_the_rule_form_checks_local_models_and_names_the_field_at_fault(tmp_path: Path,
-                                                                             tiny_models_dir: Path) -> None:
+async def test_the_rule_form_checks_local_models_and_names_the_field_at_fault(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     # Defect 10: a local target model that does not exist was accepted; a bad fallback was blamed
     # on the backend field.
     app = make_app(tmp_path, tiny_models_dir)
@@ -147,7 +151,8 @@ async def test_the_rule_form_checks_local_models_and_names_the_field_at_fault(tm
 
 
 async def test_focus_has_a_shape_explain_is_one_key_away_and_digits_do_not_switch_panes(
-        tmp_path: Path, tiny_models_dir: Path) -> None:
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     # Defect 11.
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -178,8 +183,9 @@ async def test_focus_has_a_shape_explain_is_one_key_away_and_digits_do_not_switc
         assert app.query_one("TabbedContent").active == "health"
 
 
-async def test_requests_pane_adds_each_finished_request_and_keeps_a_cancelled_route(tmp_path: Path,
-                                                                                    tiny_models_dir: Path) -> None:
+async def test_requests_pane_adds_each_finished_request_and_keeps_a_cancelled_route(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     from router.store import RequestRecord
 
     app = make_app(tmp_path, tiny_models_dir)
@@ -190,8 +196,18 @@ async def test_requests_pane_adds_each_finished_request_and_keeps_a_cancelled_ro
         assert "No requests yet" in screen_text(app)
         # A request stopped mid-answer whose log has no attempt list still shows who answered.
         failed = {"backend": "openai", "model": "gpt-4o", "outcome": "unavailable", "latency_s": 0.1, "error": "503"}
-        record = RequestRecord("tui", "canonical", "m", None, [failed], "local", "tiny-llama-mlx",
-                               status="cancelled", at=1.0, request_id="abc")
+        record = RequestRecord(
+            "tui",
+            "canonical",
+            "m",
+            None,
+            [failed],
+            "local",
+            "tiny-llama-mlx",
+            status="cancelled",
+            at=1.0,
+            request_id="abc",
+        )
         pane.post_message(messages.RequestLogged(record))
         await wait_for(pilot, lambda: "openai:unavailable → local:cancelled" in screen_text(app), timeout=5)
         request = ChatRequest(model="tiny-llama-mlx", messages=[Message("user", "hi")], max_tokens=2)
@@ -203,8 +219,9 @@ async def test_requests_pane_adds_each_finished_request_and_keeps_a_cancelled_ro
         assert "No requests yet" not in screen_text(app)
 
 
-async def test_a_failing_backend_is_failed_over_and_the_line_says_so(tmp_path: Path, tiny_models_dir: Path,
-                                                                    fake_upstream) -> None:
+async def test_a_failing_backend_is_failed_over_and_the_line_says_so(
+    tmp_path: Path, tiny_models_dir: Path, fake_upstream
+) -> None:
     fake_upstream.set_default(OPENAI_PATH, 503)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -45,8 +45,11 @@ def describe_answer(backend: str | None, model: str | None, usage: Any, note: st
         parts.append(f"after {note}")
     if usage is not None:
         # A backend that reports no prompt count: the answer's tokens alone, not a made-up 0.
-        parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens" if usage.prompt_tokens
-                     else f"{usage.completion_tokens} tokens")
+        parts.append(
+            f"{usage.prompt_tokens}+{usage.completion_tokens} tokens"
+            if usage.prompt_tokens
+            else f"{usage.completion_tokens} tokens"
+        )
         if usage.ttft_s is not None:
             parts.append(f"TTFT {usage.ttft_s * 1000:.0f} ms")
         # Of the TTFT: waiting for a place, and loading the model (the local engine says).
@@ -117,12 +120,24 @@ class ChatSession:
 
     @classmethod
     def from_conversation(cls, conv: Conversation) -> ChatSession:
-        return cls([Turn.from_dict(m) for m in conv.messages], conv.id, conv.created_at, conv.title, conv.model,
-                   conv.system_prompt)
+        return cls(
+            [Turn.from_dict(m) for m in conv.messages],
+            conv.id,
+            conv.created_at,
+            conv.title,
+            conv.model,
+            conv.system_prompt,
+        )
 
     def conversation(self) -> Conversation:
-        return Conversation(title=self.title, model=self.model, messages=[t.to_dict() for t in self.turns],
-                            system_prompt=self.system_prompt, id=self.conv_id, created_at=self.created_at)
+        return Conversation(
+            title=self.title,
+            model=self.model,
+            messages=[t.to_dict() for t in self.turns],
+            system_prompt=self.system_prompt,
+            id=self.conv_id,
+            created_at=self.created_at,
+        )
 
     def context(self) -> list[Message]:
         """What the model sees: failed turns (an error, or stopped before any text) are left out
@@ -211,8 +226,9 @@ class ChatPane(Pane):
         hint = self.query_one("#chat-empty", Hint)
         hint.display = not self.session.turns
         target = f" {self.model}" if self.model else ""
-        hint.update(f"Type below and press Enter to ask{target}. ctrl+t: another model · ctrl+o: a saved chat · "
-                    "f10: every key.")
+        hint.update(
+            f"Type below and press Enter to ask{target}. ctrl+t: another model · ctrl+o: a saved chat · f10: every key."
+        )
 
     # ------------------------------------------------------------ model names
 
@@ -253,8 +269,6 @@ class ChatPane(Pane):
     def names_may_have_changed(self) -> None:
         # Rules, backends, or the list of local models (a rescan) changed.
         self.load_names()
-
-
 
     @on(messages.SnapshotsChanged)
     def breakers_changed(self, event: messages.SnapshotsChanged) -> None:
@@ -301,8 +315,9 @@ class ChatPane(Pane):
             return
         model = self.model
         if not model:
-            self.say("no model: type a name in the model field (ctrl+t), or fetch the demo model in Models (F2)",
-                     error=True)
+            self.say(
+                "no model: type a name in the model field (ctrl+t), or fetch the demo model in Models (F2)", error=True
+            )
             return
         try:
             temperature = self._number("temperature", float, 0.0, 2.0)
@@ -455,8 +470,11 @@ class ChatPane(Pane):
                     session.dirty = True
                     if not session.failing:
                         session.failing = True
-                        self.db_failed("saving the conversation", exc,
-                                       "Retrying every few seconds; nothing is lost while the app runs")
+                        self.db_failed(
+                            "saving the conversation",
+                            exc,
+                            "Retrying every few seconds; nothing is lost while the app runs",
+                        )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 8.0)
                     continue
@@ -532,8 +550,9 @@ class ChatPane(Pane):
             if t.role == "user":
                 self.prompt.remember(t.content)
         box = self.query_one("#conversation", VerticalScroll)
-        await box.mount_all([ChatMessage(t.role, t.content, t.meta, error=t.state == "error")
-                             for t in self.session.turns])
+        await box.mount_all(
+            [ChatMessage(t.role, t.content, t.meta, error=t.state == "error") for t in self.session.turns]
+        )
         self._show_empty_hint()
         self.say(f"reopened: {conv.title}")
 

@@ -17,11 +17,19 @@ from tui.format import human_bytes, human_count
 from tui.panes.base import Hint, Pane, PaneStatus
 from tui.widgets.fit import Column, FitTable
 
-COLUMNS = [Column("Name", "name", 0), Column("State", "state", 1), Column("Size", "size", 3),
-           Column("Memory", "memory", 2), Column("Params", "params", 4), Column("Quant", "quant", 5),
-           Column("Format", "format", 6), Column("Arch", "arch", 7)]
-EMPTY_HINT = ("No local models yet: press f to fetch the demo model (SmolLM2-135M, 98 MB), "
-              "or add model_dirs in the config.")
+COLUMNS = [
+    Column("Name", "name", 0),
+    Column("State", "state", 1),
+    Column("Size", "size", 3),
+    Column("Memory", "memory", 2),
+    Column("Params", "params", 4),
+    Column("Quant", "quant", 5),
+    Column("Format", "format", 6),
+    Column("Arch", "arch", 7),
+]
+EMPTY_HINT = (
+    "No local models yet: press f to fetch the demo model (SmolLM2-135M, 98 MB), or add model_dirs in the config."
+)
 
 
 class ModelsPane(Pane):
@@ -87,17 +95,34 @@ class ModelsPane(Pane):
             name = m.id + (f" ({', '.join(m.aliases)})" if m.aliases else "")
             state = "loaded" if m.id in loaded else "-"
             memory = human_bytes(loaded[m.id].bytes) if m.id in loaded else f"~{human_bytes(m.est_memory_bytes)}"
-            rows.append((m.id, (name, state, human_bytes(m.size_bytes), memory, human_count(m.parameters),
-                                m.quantization, m.format, m.architecture)))
+            rows.append(
+                (
+                    m.id,
+                    (
+                        name,
+                        state,
+                        human_bytes(m.size_bytes),
+                        memory,
+                        human_count(m.parameters),
+                        m.quantization,
+                        m.format,
+                        m.architecture,
+                    ),
+                )
+            )
         table.set_rows(rows)
         hint = self.query_one("#models-empty", Hint)
         hint.update(EMPTY_HINT)
         hint.display = not models
-        line = (f"Memory: {human_bytes(mem.used_bytes)} of {human_bytes(mem.budget_bytes)} budget · "
-                f"{len(mem.loaded)} loaded")
+        line = (
+            f"Memory: {human_bytes(mem.used_bytes)} of {human_bytes(mem.budget_bytes)} budget · "
+            f"{len(mem.loaded)} loaded"
+        )
         if cache is not None:
-            line += (f" · prompt cache {human_bytes(cache)} ({mem.prompt_cache_entries} entries, "
-                     f"up to {human_bytes(mem.prompt_cache_limit_bytes)})")
+            line += (
+                f" · prompt cache {human_bytes(cache)} ({mem.prompt_cache_entries} entries, "
+                f"up to {human_bytes(mem.prompt_cache_limit_bytes)})"
+            )
         self.query_one("#memory", Static).update(f"{line} · BLAS: {mem.blas}")
 
     @on(DataTable.RowHighlighted)

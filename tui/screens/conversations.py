@@ -81,7 +81,8 @@ class ConversationPicker(Dialog):
             self.conversations = await self.db.run(lambda store: store.list_conversations(limit=LIST_LIMIT))
         except DB_ERRORS as exc:
             self.query_one("#picker-hint", Static).update(
-                f"could not read the conversations: {describe_db_error(exc)}. Press ctrl+o again to retry.")
+                f"could not read the conversations: {describe_db_error(exc)}. Press ctrl+o again to retry."
+            )
             return
         self.loaded = True
         self.show_list()
@@ -155,8 +156,13 @@ class ConversationPicker(Dialog):
                 self.delete(conv)
 
         n = len(conv.messages)
-        self.app.push_screen(Confirm(f"Delete the conversation {conv.title!r} ({n} message{'s' if n != 1 else ''})? "
-                                     "This cannot be undone.", yes="Delete"), confirmed)
+        self.app.push_screen(
+            Confirm(
+                f"Delete the conversation {conv.title!r} ({n} message{'s' if n != 1 else ''})? This cannot be undone.",
+                yes="Delete",
+            ),
+            confirmed,
+        )
 
     @work(group="conversations-delete", exit_on_error=False)
     async def delete(self, conv: Conversation) -> None:
@@ -166,8 +172,11 @@ class ConversationPicker(Dialog):
         try:
             await self.db.run(lambda store: store.delete_conversation(conv_id))
         except DB_ERRORS as exc:
-            self.notify(f"deleting the conversation failed: {describe_db_error(exc)}. Press f8 to try again.",
-                        severity="error", timeout=12)
+            self.notify(
+                f"deleting the conversation failed: {describe_db_error(exc)}. Press f8 to try again.",
+                severity="error",
+                timeout=12,
+            )
             return
         self.deleted.add(conv_id)
         self.conversations = [c for c in self.conversations if c.id != conv.id]

@@ -53,8 +53,10 @@ class Dialog(ModalScreen[Any]):
 
 
 class Confirm(Dialog):
-    BINDINGS = [Binding("escape,n", "dismiss(False)", "No", id="confirm-no"),
-                Binding("y", "dismiss(True)", "Yes", id="confirm-yes")]
+    BINDINGS = [
+        Binding("escape,n", "dismiss(False)", "No", id="confirm-no"),
+        Binding("y", "dismiss(True)", "Yes", id="confirm-yes"),
+    ]
 
     def __init__(self, question: str, yes: str = "Yes") -> None:
         super().__init__()
@@ -107,12 +109,19 @@ class RuleForm(SavingDialog):
     """Add or edit a rule; checked as you type (the field at fault is marked), Save disabled while
     something is wrong."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog-cancel"),
-                Binding("ctrl+s", "save", "Save", id="dialog-save")]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel", id="dialog-cancel"),
+        Binding("ctrl+s", "save", "Save", id="dialog-save"),
+    ]
 
-    def __init__(self, backends: list[str], rule: Rule | None = None, *,
-                 local_names: Collection[str] | None = None,
-                 save: Callable[[Rule], Awaitable[Any]] | None = None) -> None:
+    def __init__(
+        self,
+        backends: list[str],
+        rule: Rule | None = None,
+        *,
+        local_names: Collection[str] | None = None,
+        save: Callable[[Rule], Awaitable[Any]] | None = None,
+    ) -> None:
         super().__init__(save)
         self.backends = backends
         self.rule = rule
@@ -132,8 +141,11 @@ class RuleForm(SavingDialog):
             yield Label("Target model (empty: the requested name)")
             yield Input((r.model or "") if r else "", id="model")
             yield Label("Fallbacks, in order: backend or backend:model, comma-separated")
-            yield Input(", ".join(map(str, r.fallbacks)) if r else "", id="fallbacks",
-                        placeholder="anthropic:claude-x, local:demo")
+            yield Input(
+                ", ".join(map(str, r.fallbacks)) if r else "",
+                id="fallbacks",
+                placeholder="anthropic:claude-x, local:demo",
+            )
             with Horizontal(classes="form-row"):
                 yield Label("Priority")
                 yield Input(str(r.priority) if r else "0", id="priority", classes="short")
@@ -171,18 +183,27 @@ class RuleForm(SavingDialog):
             raise fail("fallbacks", f"fallbacks: {exc}") from None
         for step in fallbacks:
             if step.backend not in self.backends:
-                raise fail("fallbacks", f"fallbacks: unknown backend {step.backend!r} "
-                                        f"(known: {', '.join(sorted(self.backends))})")
+                raise fail(
+                    "fallbacks",
+                    f"fallbacks: unknown backend {step.backend!r} (known: {', '.join(sorted(self.backends))})",
+                )
             if step.backend == "local":
                 try:
                     check_local_model("fallbacks", step.model, self.local_names)
                 except RuleError as exc:
                     raise fail("fallbacks", str(exc)) from None
         r = self.rule
-        rule = Rule(pattern=self._val("pattern"), backend=str(self.query_one("#backend", Select).value),
-                    model=self._val("model") or None, fallbacks=fallbacks, priority=priority,
-                    enabled=self.query_one("#enabled", Switch).value, note=self._val("note"),
-                    id=r.id if r else None, created_at=r.created_at if r else None)
+        rule = Rule(
+            pattern=self._val("pattern"),
+            backend=str(self.query_one("#backend", Select).value),
+            model=self._val("model") or None,
+            fallbacks=fallbacks,
+            priority=priority,
+            enabled=self.query_one("#enabled", Switch).value,
+            note=self._val("note"),
+            id=r.id if r else None,
+            created_at=r.created_at if r else None,
+        )
         if rule.backend == "local":
             try:
                 check_local_model("target model", rule.model, self.local_names)
@@ -226,8 +247,10 @@ class RuleForm(SavingDialog):
 
 
 class BackendForm(SavingDialog):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog-cancel"),
-                Binding("ctrl+s", "save", "Save", id="dialog-save")]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel", id="dialog-cancel"),
+        Binding("ctrl+s", "save", "Save", id="dialog-save"),
+    ]
 
     def __init__(self, save: Callable[[dict[str, Any]], Awaitable[Any]] | None = None, note: str = "") -> None:
         super().__init__(save)
@@ -251,8 +274,11 @@ class BackendForm(SavingDialog):
 
     def values(self) -> dict[str, Any]:
         kind = str(self.query_one("#kind", Select).value)
-        return {"name": self.query_one("#name", Input).value.strip(), "kind": kind,
-                "base_url": self.query_one("#base_url", Input).value.strip() or default_base_url(kind) or ""}
+        return {
+            "name": self.query_one("#name", Input).value.strip(),
+            "kind": kind,
+            "base_url": self.query_one("#base_url", Input).value.strip() or default_base_url(kind) or "",
+        }
 
     def check(self) -> str | None:
         v = self.values()

@@ -27,8 +27,15 @@ class HelpScreen(Dialog):
         with VerticalScroll(classes="dialog", id="help-body"):
             yield Static("Keys (esc closes; ↑/↓ scroll)", classes="dialog-title")
             for title, rows in self.groups:
-                table = Table(title=title, title_justify="left", title_style="bold", show_header=False,
-                              box=None, padding=(0, 1), expand=True)
+                table = Table(
+                    title=title,
+                    title_justify="left",
+                    title_style="bold",
+                    show_header=False,
+                    box=None,
+                    padding=(0, 1),
+                    expand=True,
+                )
                 table.add_column("keys", style="bold", no_wrap=True, ratio=1)
                 table.add_column("what", ratio=3)
                 for keys, what in rows:

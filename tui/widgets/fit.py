@@ -98,8 +98,10 @@ class FitTable(DataTable):
         if room <= 0:
             return list(self.spec)
         pad = 2 * self.cell_padding
-        widths = {c.key: max([cell_len(c.label)] + [_width(cells[i]) for _, cells in self._rows]) + pad
-                  for i, c in enumerate(self.spec)}
+        widths = {
+            c.key: max([cell_len(c.label)] + [_width(cells[i]) for _, cells in self._rows]) + pad
+            for i, c in enumerate(self.spec)
+        }
         chosen: list[Column] = []
         used = 0
         for c in sorted(self.spec, key=lambda c: c.keep):

@@ -45,8 +45,10 @@ class StatusBar(Widget):
             out.append((0, [Text("cloud on" if s.cloud else "cloud off", style="bold")]))
         listener = [Text(f"listener {s.listener_url}"), Text("listening")] if s.listener_url else [Text("listener off")]
         out.append((1, listener))
-        memory = [Text(f"{s.loaded} loaded, {human_bytes(s.used_bytes)} / {human_bytes(s.budget_bytes)}"),
-                  Text(f"{s.loaded} loaded {human_bytes(s.used_bytes)}")]
+        memory = [
+            Text(f"{s.loaded} loaded, {human_bytes(s.used_bytes)} / {human_bytes(s.budget_bytes)}"),
+            Text(f"{s.loaded} loaded {human_bytes(s.used_bytes)}"),
+        ]
         out.append((3, memory))
         if s.cache_bytes:
             out.append((4, [Text(f"cache {human_bytes(s.cache_bytes)}")]))

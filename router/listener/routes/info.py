@@ -11,8 +11,14 @@ from router.listener.auth import require_key
 from router.listener.dependencies import WorkbenchDep
 from router.workbench import Workbench
 
-ENDPOINTS = ["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens", "/v1/models",
-             "/health"]
+ENDPOINTS = [
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/models",
+    "/health",
+]
 
 routes = APIRouter()
 
