@@ -494,7 +494,7 @@ class CloudBackend:
             self._watch_pool()
 
     def _on_retry(self, request: ChatRequest) -> Callable[[int], None] | None:
-        """"openai: retry 1/2" to the router's status callback, when the request carries one."""
+        """Says "openai: retry 1/2" to the router's status callback, when the request carries one."""
         on_status = request.metadata.get("on_status")
         if not callable(on_status):
             return None
@@ -516,8 +516,11 @@ class CloudBackend:
             self._endpoint(),
             json=self._request_body(replace(request, stream=True)),
             headers=headers,
-            extensions={_ATTEMPTS_KEY: attempts, "retry": self._retry.for_deadline(deadline),
-                        _RETRY_KEY: self._on_retry(request)},
+            extensions={
+                _ATTEMPTS_KEY: attempts,
+                "retry": self._retry.for_deadline(deadline),
+                _RETRY_KEY: self._on_retry(request),
+            },
         )
         try:
             async with asyncio.timeout_at(deadline):

@@ -382,8 +382,9 @@ async def test_a_reopened_unfinished_answer_says_so(tmp_path: Path, tiny_models_
         assert [m.content for m in app.query_one(ChatPane).session.context()] == ["q", "part of an"]
 
 
-async def test_the_status_line_counts_a_cloud_backends_retries(tmp_path: Path, tiny_models_dir: Path, fake_upstream,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_status_line_counts_a_cloud_backends_retries(
+    tmp_path: Path, tiny_models_dir: Path, fake_upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_upstream.script(OPENAI_PATH, 503, 503)
     app = make_app(tmp_path, tiny_models_dir)
     shown: list[str] = []
@@ -399,8 +400,9 @@ async def test_the_status_line_counts_a_cloud_backends_retries(tmp_path: Path, t
         assert chat.session.turns[-1].state == "done" and fake_upstream.count(OPENAI_PATH) == 3
 
 
-async def test_the_local_user_may_name_a_model_file_by_its_path(tmp_path: Path, tiny_models_dir: Path,
-                                                                tiny_gguf_model: Path) -> None:
+async def test_the_local_user_may_name_a_model_file_by_its_path(
+    tmp_path: Path, tiny_models_dir: Path, tiny_gguf_model: Path
+) -> None:
     # The TUI sets allow_model_paths (the listener never does) and asks with high priority.
     app = make_app(tmp_path, tmp_path / "no-model-dirs")
     seen: list = []
