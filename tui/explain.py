@@ -21,7 +21,7 @@ def step_problem(backend: str, model: str, state: str, local_names: Collection[s
 
 
 def steps_text(ex: Explanation, local_names: Collection[str] | None = None) -> tuple[Text, int]:
-    """ " → openai/gpt-4o closed → local/demo", and how many steps can answer."""
+    """The steps as " → openai/gpt-4o closed → local/demo", and how many of them can answer."""
     out = Text()
     usable = 0
     for step in ex.chain:

@@ -29,7 +29,7 @@ def ms(seconds: float | None) -> str:
 
 
 def duration(seconds: float) -> str:
-    """ "45 s", "12 min", "2 h": coarse enough to read the same for a while."""
+    """Seconds as "45 s", "12 min" or "2 h": coarse enough to read the same for a while."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
