@@ -282,9 +282,10 @@ class LocalEngine:
         started = time.perf_counter()
         was_loaded = self._manager.is_loaded(info.id)
         # The router's "what is this request waiting on" callback, when it gave one ("loading demo 45%").
-        on_status: Callable[[str], None] | None = request.metadata.get("on_status")
+        hook = request.metadata.get("on_status")
+        on_status: Callable[[str], None] | None = hook if callable(hook) else None
         progress: Callable[[LoadProgress], None] | None = None
-        if callable(on_status):
+        if on_status is not None:
             report = on_status
 
             def progress(p: LoadProgress) -> None:
@@ -308,7 +309,9 @@ class LocalEngine:
             seed=request.seed,
             stop=tuple(s for s in request.stop if s),
         )
-        return Submission(handle, info.id, loaded.model, loaded.tokenizer, prompt, params, request.priority, load_s)
+        return Submission(
+            handle, info.id, loaded.model, loaded.tokenizer, prompt, params, request.priority, load_s, on_status
+        )
 
     def _record_error(self, exc: EngineError) -> None:
         self._errors += 1
