@@ -54,11 +54,12 @@ lint: setup-test
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup-test demo
-	$(BIN)/lint-imports
+test: lint demo
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The README's pictures, from the same fixed scenes as the snapshot tests (tui/screenshots.py).
 screenshots: setup-test
+	rm -f screenshots/*.svg
 	$(BIN)/python -m tui.screenshots screenshots
 
 bench: setup demo

@@ -1,72 +1,167 @@
-"""The listener's overhead over calling an upstream directly.
+"""What the listener adds to a streamed answer: direct to an upstream vs through the listener.
 
-    .venv/bin/python bench/listener.py [--requests-per-client 10]
+    .venv/bin/python bench/listener.py [--rounds 2] [--chunks 100] [--loops uvloop,asyncio]
 
-A fake OpenAI upstream on loopback streams 100 chunks per answer. The same streamed request is
-sent (a) straight to the upstream and (b) through the listener, whose rule routes the model to
-that upstream as an openai-compatible backend. At 1, 16 and 64 concurrent clients it prints
-requests/s and the p50 / p99 latency of a whole streamed answer, and the listener's added
-latency and throughput ratio against the direct baseline measured in the same run.
-Everything runs on 127.0.0.1; upstream, listener and clients are three processes (as in real
-use: in one process the three would mostly measure contention for one GIL). The machine's cores
-are shared by all three, so at high concurrency the clients and the upstream compete with the
-listener for CPU.
+An OpenAI-compatible upstream on 127.0.0.1 streams `--chunks` content chunks per answer as fast as
+it can (uvicorn with uvloop and httptools, TCP_NODELAY: a fast cloud API, not a slow model). The
+same streamed request goes (a) straight to it and (b) through the listener, whose rule routes the
+model to it as an `openai-compatible` backend. At 1, 16 and 64 concurrent clients, each on its
+own keep-alive connection, it prints requests/s, time to first byte (TTFB: request sent -> first
+content chunk received) p50/p99 and the whole answer's p50, and the listener's added TTFB and
+throughput ratio against direct, measured in the same run, direct and listener alternating
+`--rounds` times. The listener runs like `mlx-workbench serve` (uvloop, log file) and, with
+`--loops uvloop,asyncio`, also on a plain asyncio loop as inside the TUI.
+
+Upstream, listener and clients are separate processes (in one process they would mostly measure
+contention for one GIL); on a small machine they compete for the same cores, so the ratio at high
+concurrency says as much about the machine as about the listener. Targets (issue 12): added TTFB
+p50 at 1 client <= 2 ms; throughput at 16 clients >= 0.9 of direct.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing as mp
 import os
+import socket
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from engine.config import EngineConfig  # noqa: E402
-from router.config import AppConfig  # noqa: E402
-from router.rules import Rule  # noqa: E402
-from router.serve import Listener  # noqa: E402
-from router.store import BackendRecord  # noqa: E402
-from router.workbench import Workbench  # noqa: E402
-from tests.fixtures.fake_upstream import OPENAI_PATH, FakeUpstream, Reply, openai_text_stream  # noqa: E402
-
-BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+MODEL = "bench-model"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+LEVELS = (1, 16, 64)
+TARGET_ADDED_TTFB_MS = 2.0
+TARGET_RATIO_16 = 0.9
 
 
-def _upstream_process(conn) -> None:
-    upstream = FakeUpstream().start()
-    text = " ".join(f"w{i}" for i in range(100))
-    upstream.set_default(OPENAI_PATH, Reply(stream=openai_text_stream(text, "bench-model")))
-    conn.send(upstream.openai_url)
-    conn.recv()
-    upstream.stop()
+# ---------------------------------------------------------------- the upstream
 
 
-def _listener_process(conn, upstream_url: str, data_dir: str) -> None:
+def _upstream_events(chunks: int) -> list[bytes]:
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        obj = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+    return (
+        [event({"role": "assistant", "content": ""})]
+        + [event({"content": f"w{i} "}) for i in range(chunks)]
+        + [event({}, "stop"), b"data: [DONE]\n\n"]
+    )
+
+
+def _upstream_app(chunks: int) -> Callable[..., Awaitable[None]]:
+    events = _upstream_events(chunks)
+
+    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")],
+            }
+        )
+        for data in events:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+def _upstream_process(conn: Connection, chunks: int) -> None:
+    import uvicorn
+    import uvloop
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY on accept
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            _upstream_app(chunks), log_config=None, lifespan="off", access_log=False, http="httptools", backlog=1024
+        )
+    )
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+            await asyncio.sleep(0.01)
+        conn.send(f"http://127.0.0.1:{sock.getsockname()[1]}/v1")
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        server.should_exit = True
+        await task
+
+    uvloop.run(main())
+
+
+# ---------------------------------------------------------------- the listener
+
+
+def _listener_process(conn: Connection, upstream_url: str, data_dir: str, loop: str, profile: str) -> None:
+    from engine.config import EngineConfig
+    from router.config import AppConfig
+    from router.listener import Listener
+    from router.listener.standalone import log_to_file
+    from router.rules import Rule
+    from router.store import BackendRecord
+    from router.workbench import Workbench
+
+    log_to_file(Path(data_dir))  # as `serve` does: one access-log line per request in the file
+
     async def main() -> None:
         wb = Workbench.open(AppConfig(engine=EngineConfig(data_dir=Path(data_dir), scan_hf_cache=False)))
-        wb.store.save_backend(BackendRecord("up", "openai-compatible", upstream_url,
-                                            {"retries": 0, "fail_max": 1000}))
-        wb.store.add_rule(Rule("bench-model", "up"))
-        lst = Listener(wb, "127.0.0.1", 0)
-        await lst.start()
-        conn.send(lst.url)
+        wb.store.set_cloud_routing(True)
+        wb.store.save_backend(
+            BackendRecord("up", "openai-compatible", upstream_url, {"retries": 0, "fail_max": 100_000})
+        )
+        wb.store.add_rule(Rule(MODEL, "up"))
+        listener = Listener(wb, "127.0.0.1", 0)
+        await listener.start()
+        conn.send(listener.url + "/v1")
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-        await lst.stop()
+        await listener.stop()
         await wb.aclose()
 
-    asyncio.run(main())
+    def run() -> None:
+        if loop == "uvloop":
+            import uvloop
+
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
+
+    if not profile:
+        run()
+        return
+    import cProfile
+
+    cProfile.runctx("run()", globals(), {"run": run}, f"{profile}.{loop}")
 
 
-def spawn(target, *args) -> tuple[str, object, object]:
-    """Start a server in its own process (its own GIL, as in real use); returns its URL."""
+def spawn(target: Callable[..., None], *args: Any) -> tuple[str, Connection, Any]:
+    """Start a server in its own process; returns its URL."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=target, args=(child, *args), daemon=True)
@@ -77,63 +172,125 @@ def spawn(target, *args) -> tuple[str, object, object]:
     return parent.recv(), parent, proc
 
 
-async def one(client: httpx.AsyncClient, url: str) -> float:
+# ---------------------------------------------------------------- the clients
+
+
+@dataclass
+class Level:
+    rps: float
+    ttfb: list[float]
+    whole: list[float]
+
+
+async def one(client: httpx.AsyncClient, url: str, chunks: int) -> tuple[float, float]:
+    """(time to the first content chunk, time to the end of the answer), in seconds."""
     t0 = time.perf_counter()
-    chunks = 0
+    ttfb = 0.0
+    got = 0
     async with client.stream("POST", url, json=BODY) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
-            if line.startswith("data:") and "[DONE]" not in line:
-                chunks += 1
-    if chunks < 100:
-        raise RuntimeError(f"only {chunks} chunks arrived from {url}")
-    return time.perf_counter() - t0
+            if '"content":"w' in line:
+                got += 1
+                if got == 1:
+                    ttfb = time.perf_counter() - t0
+    if got < chunks:
+        raise RuntimeError(f"only {got} of {chunks} chunks arrived from {url}")
+    return ttfb, time.perf_counter() - t0
 
 
-async def level(url: str, clients: int, per_client: int) -> tuple[float, float, float]:
+async def level(url: str, clients: int, per_client: int, chunks: int) -> Level:
+    """`clients` workers, each on its own keep-alive connection, `per_client` answers each."""
+    url += "/chat/completions"
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        await one(client, url)  # warm-up: connection, routing caches
-        latencies: list[float] = []
+        await asyncio.gather(*(one(client, url, chunks) for _ in range(clients)))  # open the connections
+        results: list[tuple[float, float]] = []
 
         async def worker() -> None:
             for _ in range(per_client):
-                latencies.append(await one(client, url))
+                results.append(await one(client, url, chunks))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - t0
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-    return len(latencies) / elapsed, statistics.median(latencies), p99
+    return Level(len(results) / elapsed, [r[0] for r in results], [r[1] for r in results])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def merge(runs: list[Level]) -> Level:
+    return Level(
+        statistics.mean(r.rps for r in runs), [t for r in runs for t in r.ttfb], [t for r in runs for t in r.whole]
+    )
+
+
+def row(clients: int | str, name: str, m: Level) -> str:
+    return (
+        f"{clients:>7} {name:>16} {m.rps:>8.1f} {pct(m.ttfb, 0.5) * 1e3:>9.2f} {pct(m.ttfb, 0.99) * 1e3:>9.2f} "
+        f"{statistics.median(m.whole) * 1e3:>10.1f}"
+    )
+
+
+async def compare(upstream_url: str, listeners: dict[str, str], args: argparse.Namespace) -> list[str]:
+    failures = []
+    print(f"{'clients':>7} {'path':>16} {'req/s':>8} {'TTFB p50':>9} {'TTFB p99':>9} {'answer p50':>10}  (ms)")
+    for clients in LEVELS:
+        per = max(2, args.answers // clients)
+        runs: dict[str, list[Level]] = {"direct": [], **{name: [] for name in listeners}}
+        for _ in range(args.rounds):
+            runs["direct"].append(await level(upstream_url, clients, per, args.chunks))
+            for name, url in listeners.items():
+                runs[name].append(await level(url, clients, per, args.chunks))
+        direct = merge(runs["direct"])
+        print(row(clients, "direct", direct))
+        for name in listeners:
+            via = merge(runs[name])
+            added = (pct(via.ttfb, 0.5) - pct(direct.ttfb, 0.5)) * 1e3
+            ratio = via.rps / direct.rps
+            print(row(clients, name, via) + f"   added TTFB p50 {added:+.2f} ms, throughput x{ratio:.2f}")
+            if clients == 1 and added > TARGET_ADDED_TTFB_MS:
+                failures.append(f"{name}: added TTFB p50 at 1 client {added:.2f} ms > {TARGET_ADDED_TTFB_MS} ms")
+            if clients == 16 and ratio < TARGET_RATIO_16:
+                failures.append(f"{name}: throughput at 16 clients x{ratio:.2f} < {TARGET_RATIO_16}")
+    return failures
 
 
 async def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--requests-per-client", type=int, default=8)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=2, help="direct/listener alternations per level")
+    ap.add_argument("--answers", type=int, default=200, help="answers per level and round (at least 2 per client)")
+    ap.add_argument("--chunks", type=int, default=100, help="content chunks per answer")
+    ap.add_argument("--loops", default="uvloop", help="listener loops to measure: uvloop,asyncio")
+    ap.add_argument("--profile", default="", help="write the listener's cProfile stats to FILE.<loop>")
     args = ap.parse_args()
+    procs = []
     with tempfile.TemporaryDirectory() as tmp:
-        upstream_url, up_conn, up_proc = spawn(_upstream_process)
-        listener_url, lst_conn, lst_proc = spawn(_listener_process, upstream_url, tmp)
+        upstream_url, up_conn, up_proc = spawn(_upstream_process, args.chunks)
+        procs.append((up_conn, up_proc))
+        listeners = {}
+        for loop in args.loops.split(","):
+            data_dir = Path(tmp) / loop
+            url, conn, proc = spawn(_listener_process, upstream_url, str(data_dir), loop, args.profile)
+            listeners[f"listener/{loop}"] = url
+            procs.append((conn, proc))
         try:
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-            print(f"{os.cpu_count()} cores, 1-minute load average before the run: {load:.1f}")
-            print(f"{'clients':>7} {'path':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-            for clients in (1, 16, 64):
-                per = args.requests_per_client if clients < 64 else max(2, args.requests_per_client // 2)
-                direct = await level(upstream_url + "/chat/completions", clients, per)
-                via = await level(listener_url + "/v1/chat/completions", clients, per)
-                for name, (rps, p50, p99) in (("direct", direct), ("listener", via)):
-                    print(f"{clients:>7} {name:>9} {rps:>8.1f} {p50 * 1000:>8.1f} {p99 * 1000:>8.1f}")
-                print(f"{'':>7} {'added':>9} {'':>8} {(via[1] - direct[1]) * 1000:>8.1f} "
-                      f"{(via[2] - direct[2]) * 1000:>8.1f}   throughput ratio listener/direct: "
-                      f"{via[0] / direct[0]:.2f}")
+            print(
+                f"{os.cpu_count()} cores, 1-minute load average before the run: {load:.1f}; "
+                f"{args.chunks} chunks per answer"
+            )
+            failures = await compare(upstream_url, listeners, args)
         finally:
-            for conn, proc in ((lst_conn, lst_proc), (up_conn, up_proc)):
+            for conn, proc in procs:
                 conn.send("stop")
                 proc.join(15)
                 if proc.is_alive():
                     proc.kill()
+    print("targets met" if not failures else "targets missed: " + "; ".join(failures))
     return 0
 
 

@@ -42,16 +42,19 @@ def main() -> int:
     runs = []
     for _ in range(3):
         with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run([sys.executable, "-c", PROBE, tmp], cwd=ROOT, capture_output=True, text=True,
-                                 timeout=120)
+            out = subprocess.run(
+                [sys.executable, "-c", PROBE, tmp], cwd=ROOT, capture_output=True, text=True, timeout=120
+            )
             if out.returncode != 0:
                 print(out.stderr, file=sys.stderr)
                 return 1
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     imp = statistics.median(r["import"] for r in runs)
     first = statistics.median(r["first_frame"] for r in runs)
-    print(f"import tui.app: {imp * 1000:.0f} ms; process start -> first frame: {first * 1000:.0f} ms "
-          f"(median of 3); MLX loaded at first frame: {any(r['mlx_loaded'] for r in runs)}")
+    print(
+        f"import tui.app: {imp * 1000:.0f} ms; process start -> first frame: {first * 1000:.0f} ms "
+        f"(median of 3); MLX loaded at first frame: {any(r['mlx_loaded'] for r in runs)}"
+    )
     return 0
 
 

@@ -81,17 +81,43 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--writes", type=int, default=200, help="rounds per process")
     parser.add_argument("--processes", type=int, default=3)
-    parser.add_argument("--sync-log", action="store_true",
-                        help="write the log row on the loop (log_request) even when the writer thread exists")
+    parser.add_argument(
+        "--sync-log",
+        action="store_true",
+        help="write the log row on the loop (log_request) even when the writer thread exists",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "wb.db"
         go = Path(tmp) / "go"
-        subprocess.run([sys.executable, "-c", "import sys; from router.store import Store; Store.open(sys.argv[1]).close()",
-                        str(db)], check=True, cwd=tmp)
-        procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(db), f"p{i}", str(args.writes), str(go),
-                                   "sync" if args.sync_log else "later"],
-                                  stdout=subprocess.PIPE, text=True, cwd=tmp) for i in range(args.processes)]
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from router.store import Store; Store.open(sys.argv[1]).close()",
+                str(db),
+            ],
+            check=True,
+            cwd=tmp,
+        )
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    str(db),
+                    f"p{i}",
+                    str(args.writes),
+                    str(go),
+                    "sync" if args.sync_log else "later",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=tmp,
+            )
+            for i in range(args.processes)
+        ]
         time.sleep(1.5)  # let every interpreter finish its imports and wait on the start file
         go.touch()
         results = [json.loads(p.communicate()[0]) for p in procs]
@@ -108,11 +134,15 @@ def main() -> None:
         "rule_failed": sum(r["rule_failed"] for r in results),
         "log_failed": sum(r["log_failed"] for r in results),
         "locked_errors": sum(r["locked"] for r in results),
-        "acked_rules": sum(r["rule_ok"] for r in results), "rules_in_db": rules,
-        "acked_logs": sum(r["log_ok"] for r in results), "logs_in_db": logs,
-        "loop_ms_per_log_write": {"median": round(statistics.median(loop) * 1e3, 3),
-                                  "p99": round(loop[int(len(loop) * 0.99) - 1] * 1e3, 3),
-                                  "max": round(loop[-1] * 1e3, 3)},
+        "acked_rules": sum(r["rule_ok"] for r in results),
+        "rules_in_db": rules,
+        "acked_logs": sum(r["log_ok"] for r in results),
+        "logs_in_db": logs,
+        "loop_ms_per_log_write": {
+            "median": round(statistics.median(loop) * 1e3, 3),
+            "p99": round(loop[int(len(loop) * 0.99) - 1] * 1e3, 3),
+            "max": round(loop[-1] * 1e3, 3),
+        },
         "wall_s": [round(r["wall_s"], 2) for r in results],
         "sample_errors": [e for r in results for e in r["errors"]][:3],
     }

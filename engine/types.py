@@ -103,9 +103,12 @@ class ChatRequest:
         for i, m in enumerate(self.messages):
             if m.attachments:
                 kinds = " and ".join(sorted({a.kind for a in m.attachments}))
-                raise RejectedError(f"messages[{i}] has {kinds} content, which backend {backend!r} cannot read; "
-                                    "route this model to a backend that can (e.g. anthropic)",
-                                    backend=backend, status=400)
+                raise RejectedError(
+                    f"messages[{i}] has {kinds} content, which backend {backend!r} cannot read; "
+                    "route this model to a backend that can (e.g. anthropic)",
+                    backend=backend,
+                    status=400,
+                )
 
     def validate(self) -> None:
         """Raise RejectedError (status 400) with a field-level message if the request is unusable."""
@@ -210,8 +213,12 @@ async def collect(chunks: AsyncIterator[Chunk]) -> ChatResult:
             slot["arguments"] += d.arguments
         for t in c.thinking:
             had = thoughts.get(t.index, ThinkingDelta(t.index))
-            thoughts[t.index] = ThinkingDelta(t.index, had.text + t.text, had.signature + t.signature,
-                                              t.redacted if t.redacted is not None else had.redacted)
+            thoughts[t.index] = ThinkingDelta(
+                t.index,
+                had.text + t.text,
+                had.signature + t.signature,
+                t.redacted if t.redacted is not None else had.redacted,
+            )
         finish = c.finish_reason or finish
         usage = c.usage or usage
         backend = c.backend or backend
@@ -298,7 +305,8 @@ class ContextLengthError(RejectedError):
         super().__init__(
             f"the prompt is {prompt_tokens} tokens but {model} has a context of {context_length} tokens "
             "(prompt and answer together); shorten the conversation",
-            backend=backend, status=400,
+            backend=backend,
+            status=400,
         )
         self.prompt_tokens = prompt_tokens
         self.context_length = context_length

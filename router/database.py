@@ -101,24 +101,35 @@ def store_error(exc: sqlite3.Error, path: Path, what: str) -> StoreError:
     code = primary_code(exc)
     why = str(exc)
     if is_busy(exc):
-        return StoreBusyError(f"could not {what}: the database {path} stayed locked by another process "
-                              f"({why}); nothing was changed, try again")
+        return StoreBusyError(
+            f"could not {what}: the database {path} stayed locked by another process "
+            f"({why}); nothing was changed, try again"
+        )
     if code == _FULL:
-        return StoreFullError(f"could not {what}: the disk holding {path} is full ({why}); free some space "
-                              "and try again. What was saved before is intact")
+        return StoreFullError(
+            f"could not {what}: the disk holding {path} is full ({why}); free some space "
+            "and try again. What was saved before is intact"
+        )
     if code in (_READONLY, _PERM) or (code == _CANTOPEN and not _folder_writable(path)):
-        return StoreReadOnlyError(f"could not {what}: the database {path} or its folder is read-only for this "
-                                  f"user ({why}); SQLite also needs to create {path.name}-wal and "
-                                  f"{path.name}-shm next to it. Nothing was changed")
+        return StoreReadOnlyError(
+            f"could not {what}: the database {path} or its folder is read-only for this "
+            f"user ({why}); SQLite also needs to create {path.name}-wal and "
+            f"{path.name}-shm next to it. Nothing was changed"
+        )
     if code == _CANTOPEN:
-        return StoreError(f"could not {what}: cannot open the database {path} or its {path.name}-wal / "
-                          f"{path.name}-shm files ({why}); check they are files this user can read and write")
+        return StoreError(
+            f"could not {what}: cannot open the database {path} or its {path.name}-wal / "
+            f"{path.name}-shm files ({why}); check they are files this user can read and write"
+        )
     if is_damage(exc):
-        return StoreDamagedError(f"could not {what}: the database {path} is damaged ({why}); it was left in "
-                                 "place. Restart mlx-workbench to have it checked and moved aside")
+        return StoreDamagedError(
+            f"could not {what}: the database {path} is damaged ({why}); it was left in "
+            "place. Restart mlx-workbench to have it checked and moved aside"
+        )
     if code == _IOERR:
-        return StoreIOError(f"could not {what}: the disk reported an I/O error on {path} ({why}); "
-                            "nothing else was changed")
+        return StoreIOError(
+            f"could not {what}: the disk reported an I/O error on {path} ({why}); nothing else was changed"
+        )
     return StoreError(f"could not {what}: {why} (database {path})")
 
 

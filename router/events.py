@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from engine.types import BreakerEvent
 
@@ -32,6 +33,16 @@ class RequestProgress:
     backend: str
     chunks: int
     chars: int
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class RequestStatus:
+    """What a request waits on now, in words for a person ("asking openai/gpt-4o", "loading demo 45 %")."""
+
+    request_id: str
+    backend: str | None
+    text: str
     at: float = field(default_factory=time.time)
 
 
@@ -73,7 +84,7 @@ class BackendsChanged:
 class Subscription:
     """An async iterator over events; bounded, dropping the oldest when full."""
 
-    def __init__(self, bus: "EventBus", maxsize: int) -> None:
+    def __init__(self, bus: EventBus, maxsize: int) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
         self.loop = asyncio.get_running_loop()
@@ -88,7 +99,7 @@ class Subscription:
             self.dropped += 1
         self._queue.put_nowait(event)
 
-    def __aiter__(self) -> "Subscription":
+    def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Any:
@@ -96,8 +107,9 @@ class Subscription:
             raise StopAsyncIteration
         return await self._queue.get()
 
-    async def get(self, timeout: float | None = None) -> Any:
-        return await asyncio.wait_for(self._queue.get(), timeout)
+    async def get(self) -> Any:
+        """The next event (bound the wait with `asyncio.timeout`)."""
+        return await self._queue.get()
 
     def close(self) -> None:
         self.closed = True

@@ -41,10 +41,12 @@ from router.events import (
     RequestFinished,
     RequestProgress,
     RequestStarted,
+    RequestStatus,
     RulesChanged,
 )
 from router.rules import CLOUD_OFF, ChainStep, Explanation, Rule, explain
 from router.store import RequestRecord, Store
+from router.timing import AnswerTimer
 
 PROGRESS_EVERY_S = 0.25
 
@@ -106,6 +108,7 @@ class RouteStream:
         self._started = self._last_progress = 0.0
         self._chunks = self._chars = 0
         self._usage: Usage | None = None
+        self._timer = AnswerTimer()
         self._complete = False
         self._answered: ChainStep | None = None
         self._answer_index = 0
@@ -151,9 +154,14 @@ class RouteStream:
             await self._step_done.wait()
         await self._gen.aclose()
 
+    @property
+    def usage(self) -> Usage | None:
+        """The backend's token counts with TTFT and speed as measured here (None before any text)."""
+        return self._timer.usage(self._usage)
+
     def failover_note(self) -> str:
         """What failed before the answer, e.g. "local unavailable: cannot load ...", or ""."""
-        before = self.trace[:self._answer_index] if self._answered is not None else self.trace
+        before = self.trace[: self._answer_index] if self._answered is not None else self.trace
         return "; ".join(f"{a.backend} {a.outcome}" + (f": {a.error}" if a.error else "") for a in before)
 
     # ------------------------------------------------------------ one request, start to end
@@ -205,7 +213,11 @@ class RouteStream:
                 failures.append(f"{step.backend}: {reason}")
                 continue
             t0 = time.perf_counter()
-            stream = backend.stream(replace(self._request, model=step.model))
+            self._status(
+                step.backend, f"asking {step.backend}/{step.model}" + (f" ({'; '.join(failures)})" if failures else "")
+            )
+            metadata = {**self._request.metadata, "on_status": self._status_of(step.backend)}
+            stream = backend.stream(replace(self._request, model=step.model, metadata=metadata))
             try:
                 first = await anext(stream, None)
             except BaseException as exc:
@@ -248,7 +260,15 @@ class RouteStream:
 
     # ------------------------------------------------------------ trace, events, outcome
 
+    def _status(self, backend: str | None, text: str) -> None:
+        self._router.events.publish(RequestStatus(self.request_id, backend, text))
+
+    def _status_of(self, backend: str) -> Callable[[str], None]:
+        """For the backend: say what the request waits on ("loading demo 45%"); any thread may call it."""
+        return lambda text: self._status(backend, text)
+
     def _begin(self) -> None:
+        self._timer = AnswerTimer()
         self._started = self._last_progress = time.perf_counter()
         req = self._request
         self._router.events.publish(RequestStarted(self.request_id, req.model, self._front_end, self._protocol))
@@ -263,8 +283,11 @@ class RouteStream:
             chunk.model = chunk.model or step.model
         if self.answered_by is None:
             self.answered_by = f"{step.backend}/{chunk.model or step.model}"
-        if chunk.usage is not None:
-            self._usage = chunk.usage
+        if chunk.text:
+            self._timer.text()
+        if chunk.usage is not None and chunk.finish_reason:
+            # Only a final chunk's usage is the answer's: a first chunk may carry the prompt's alone.
+            self._usage = chunk.usage = self._timer.usage(chunk.usage)
         if chunk.finish_reason and chunk.error is None:
             self._complete = True
         self._chunks += 1
@@ -290,8 +313,13 @@ class RouteStream:
     def _build_record(self) -> RequestRecord:
         req = self._request
         rule = self.explanation.rule
-        record = RequestRecord(front_end=self._front_end, protocol=self._protocol, model=req.model,
-                               rule_id=rule.id if rule else None, request_id=self.request_id)
+        record = RequestRecord(
+            front_end=self._front_end,
+            protocol=self._protocol,
+            model=req.model,
+            rule_id=rule.id if rule else None,
+            request_id=self.request_id,
+        )
         if self._router.log_prompts:
             record.prompt = "\n".join(f"{m.role}: {m.content}" for m in req.messages)
         if self._answered is not None:
@@ -303,7 +331,10 @@ class RouteStream:
             # Counts as the backend reported them; a stream that ended early reported none.
             u = self._usage
             record.tokens_in, record.tokens_out = u.prompt_tokens, u.completion_tokens
-            record.ttft_s, record.tokens_per_s = u.ttft_s, u.tokens_per_s
+        measured = self.usage
+        if measured is not None:
+            # Timings measured here, the same way for every backend (router/timing.py).
+            record.ttft_s, record.tokens_per_s = measured.ttft_s, measured.tokens_per_s
         return record
 
     def _persist(self) -> None:
@@ -315,10 +346,17 @@ class RouteStream:
 
 
 class Router:
-    def __init__(self, store: Store, backends: Callable[[], Mapping[str, Backend]], events: EventBus, *,
-                 default_backend: str = "local", log_prompts: bool = False,
-                 prepare: Callable[[], Awaitable[bool]] | None = None,
-                 breaker_states: Callable[[], Mapping[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        backends: Callable[[], Mapping[str, Backend]],
+        events: EventBus,
+        *,
+        default_backend: str = "local",
+        log_prompts: bool = False,
+        prepare: Callable[[], Awaitable[bool]] | None = None,
+        breaker_states: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self.store = store
         self.backends = backends
         self.events = events

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Collection, Mapping
 
 REGEX_PREFIX = "re:"
 LOCAL_BACKEND = "local"
@@ -32,7 +32,7 @@ class Step:
         return f"{self.backend}:{self.model}" if self.model else self.backend
 
     @classmethod
-    def parse(cls, text: str) -> "Step":
+    def parse(cls, text: str) -> Step:
         backend, _, model = text.partition(":")
         if not backend.strip():
             raise RuleError(f"fallback {text!r}: expected BACKEND or BACKEND:MODEL")
@@ -64,7 +64,7 @@ class Rule:
             return self.pattern == model
         if kind == "glob":
             return fnmatch.fnmatchcase(model, self.pattern)
-        return _compiled(self.pattern[len(REGEX_PREFIX):]).fullmatch(model) is not None
+        return _compiled(self.pattern[len(REGEX_PREFIX) :]).fullmatch(model) is not None
 
     @property
     def specificity(self) -> int:
@@ -92,7 +92,7 @@ def _compiled(expr: str) -> re.Pattern[str]:
 
 def literal_chars(pattern: str) -> int:
     if pattern.startswith(REGEX_PREFIX):
-        expr = pattern[len(REGEX_PREFIX):]
+        expr = pattern[len(REGEX_PREFIX) :]
         # Escapes (\d, \.) and metacharacters are not literals; an escaped metachar is one literal.
         count, i = 0, 0
         while i < len(expr):
@@ -122,7 +122,7 @@ def validate_rule(rule: Rule, known_backends: Collection[str] | None = None) -> 
     if rule.pattern != rule.pattern.strip():
         raise RuleError("pattern: must not start or end with spaces")
     if rule.pattern.startswith(REGEX_PREFIX):
-        expr = rule.pattern[len(REGEX_PREFIX):]
+        expr = rule.pattern[len(REGEX_PREFIX) :]
         if not expr:
             raise RuleError("pattern: 're:' must be followed by a regular expression")
         try:
@@ -139,9 +139,21 @@ def validate_rule(rule: Rule, known_backends: Collection[str] | None = None) -> 
                 raise RuleError(f"backend: unknown backend {b!r} (known: {', '.join(sorted(known_backends))})")
 
 
+def rules_using(rules: list[Rule], backend: str) -> list[tuple[Rule, str]]:
+    """The rules (enabled or not) that name `backend`, each with how: "target" or "fallback"."""
+    found: list[tuple[Rule, str]] = []
+    for r in rules:
+        if r.backend == backend:
+            found.append((r, "target"))
+        elif any(s.backend == backend for s in r.fallbacks):
+            found.append((r, "fallback"))
+    return found
+
+
 def _rank(rule: Rule) -> tuple[int, int, int, int]:
     """Sort key: smaller is better."""
-    return (0 if rule.kind == "exact" else 1, -rule.priority, -rule.specificity, rule.id if rule.id is not None else 1 << 62)
+    newest = rule.id if rule.id is not None else 1 << 62
+    return (0 if rule.kind == "exact" else 1, -rule.priority, -rule.specificity, newest)
 
 
 def order(rules: list[Rule]) -> list[Rule]:
@@ -182,15 +194,21 @@ class Explanation:
     default_used: bool
 
     def summary(self) -> str:
-        head = (f"rule #{self.rule.id} {self.rule.pattern!r}" if self.rule else "no rule matched: default route")
+        head = f"rule #{self.rule.id} {self.rule.pattern!r}" if self.rule else "no rule matched: default route"
         steps = " -> ".join(
             f"{s.backend}/{s.model}" + (f" (skipped: {s.reason})" if s.skipped else "") for s in self.chain
         )
         return f"{self.model}: {head}; {steps}"
 
 
-def explain(rules: list[Rule], model: str, default_backend: str,
-            breaker_states: Mapping[str, str], *, cloud_routing: bool = True) -> Explanation:
+def explain(
+    rules: list[Rule],
+    model: str,
+    default_backend: str,
+    breaker_states: Mapping[str, str],
+    *,
+    cloud_routing: bool = True,
+) -> Explanation:
     """The winning rule and the attempt chain. With cloud routing off, every step on a backend other
     than the local engine is skipped (CLOUD_OFF): no prompt leaves the machine."""
     winner = match(rules, model)

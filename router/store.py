@@ -34,9 +34,21 @@ from router.database import (
 from router.rules import Rule, Step
 from router.writer import WriteFailed, Writer
 
-__all__ = ["BackendRecord", "Conversation", "RequestRecord", "RetryPolicy", "Store", "StoreBusyError",
-           "StoreDamagedError", "StoreError", "StoreFullError", "StoreIOError", "StoreReadOnlyError",
-           "WriteFailed", "Writer"]
+__all__ = [
+    "BackendRecord",
+    "Conversation",
+    "RequestRecord",
+    "RetryPolicy",
+    "Store",
+    "StoreBusyError",
+    "StoreDamagedError",
+    "StoreError",
+    "StoreFullError",
+    "StoreIOError",
+    "StoreReadOnlyError",
+    "WriteFailed",
+    "Writer",
+]
 
 T = TypeVar("T")
 _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "token", "authorization")
@@ -86,22 +98,63 @@ class Conversation:
 
 
 def _v1(db: Any) -> None:
-    db["backends"].create({"name": str, "kind": str, "base_url": str, "settings": str, "enabled": int,
-                           "created_at": float}, pk="name")
-    db["rules"].create({"id": int, "pattern": str, "backend": str, "model": str, "fallbacks": str,
-                        "priority": int, "enabled": int, "note": str, "created_at": float, "updated_at": float},
-                       pk="id")
+    db["backends"].create(
+        {"name": str, "kind": str, "base_url": str, "settings": str, "enabled": int, "created_at": float}, pk="name"
+    )
+    db["rules"].create(
+        {
+            "id": int,
+            "pattern": str,
+            "backend": str,
+            "model": str,
+            "fallbacks": str,
+            "priority": int,
+            "enabled": int,
+            "note": str,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+    )
     db["settings"].create({"key": str, "value": str}, pk="key")
     db["meta"].create({"key": str, "value": int}, pk="key")
     db["meta"].insert({"key": "config_version", "value": 0})
-    db["request_log"].create({
-        "id": int, "at": float, "request_id": str, "front_end": str, "protocol": str, "model": str,
-        "rule_id": int, "attempts": str, "final_backend": str, "final_model": str, "tokens_in": int,
-        "tokens_out": int, "ttft_s": float, "tokens_per_s": float, "latency_s": float, "status": str,
-        "error": str, "prompt": str}, pk="id")
+    db["request_log"].create(
+        {
+            "id": int,
+            "at": float,
+            "request_id": str,
+            "front_end": str,
+            "protocol": str,
+            "model": str,
+            "rule_id": int,
+            "attempts": str,
+            "final_backend": str,
+            "final_model": str,
+            "tokens_in": int,
+            "tokens_out": int,
+            "ttft_s": float,
+            "tokens_per_s": float,
+            "latency_s": float,
+            "status": str,
+            "error": str,
+            "prompt": str,
+        },
+        pk="id",
+    )
     db["request_log"].create_index(["at"])
-    db["conversations"].create({"id": int, "title": str, "model": str, "system_prompt": str, "messages": str,
-                                "created_at": float, "updated_at": float}, pk="id")
+    db["conversations"].create(
+        {
+            "id": int,
+            "title": str,
+            "model": str,
+            "system_prompt": str,
+            "messages": str,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+    )
 
 
 def _v2_cloud_switch_and_breakers(db: Any) -> None:
@@ -110,10 +163,22 @@ def _v2_cloud_switch_and_breakers(db: Any) -> None:
     The switch is off for a new database. One that was already in use (it holds backends, rules,
     settings, conversations or logged requests) keeps cloud routing on: an upgrade must not change
     where prompts go."""
-    db["breakers"].create({"backend": str, "state": str, "failures": int, "opened_at": float,
-                           "last_error": str, "last_error_at": float, "updated_at": float}, pk="backend")
-    used = any(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()
-               for t in ("backends", "rules", "settings", "conversations", "request_log"))
+    db["breakers"].create(
+        {
+            "backend": str,
+            "state": str,
+            "failures": int,
+            "opened_at": float,
+            "last_error": str,
+            "last_error_at": float,
+            "updated_at": float,
+        },
+        pk="backend",
+    )
+    used = any(
+        db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()
+        for t in ("backends", "rules", "settings", "conversations", "request_log")
+    )
     if used:
         db.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('cloud_routing', 'true')")
 
@@ -152,16 +217,16 @@ def _prepare_location(path: Path) -> None:
     if path.exists() and not path.is_file():
         raise StoreError(f"the database path {path} is not a file")
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-        raise StoreReadOnlyError(f"the database {path} is not readable and writable by this user; "
-                                 "nothing was changed")
+        raise StoreReadOnlyError(f"the database {path} is not readable and writable by this user; nothing was changed")
     if not path.exists():
         # Created private before SQLite opens it: SQLite gives -wal/-shm the main file's mode,
         # and there is no window in which the file is world-readable under a lax umask.
         try:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError as exc:
-            raise StoreReadOnlyError(f"cannot create the database {path}: {exc.strerror or exc} "
-                                     f"(is the folder {path.parent} writable?)") from None
+            raise StoreReadOnlyError(
+                f"cannot create the database {path}: {exc.strerror or exc} (is the folder {path.parent} writable?)"
+            ) from None
 
 
 def _damage(conn: Any) -> str | None:
@@ -195,7 +260,8 @@ def _move_aside(path: Path, why: str) -> str:
     except OSError as exc:
         raise StoreDamagedError(
             f"the database {path} is damaged ({why}) and could not be moved aside ({exc.strerror or exc}); "
-            "move or delete it yourself. Nothing was changed") from None
+            "move or delete it yourself. Nothing was changed"
+        ) from None
     for suffix in ("-wal", "-shm"):
         extra = Path(f"{path}{suffix}")
         try:
@@ -203,14 +269,24 @@ def _move_aside(path: Path, why: str) -> str:
         except FileNotFoundError:
             pass  # no companion: nothing to take along
         except OSError as exc:
-            raise StoreDamagedError(f"the damaged database {path} was moved to {aside}, but {extra} could not "
-                                    f"follow it ({exc.strerror or exc}); move it yourself") from None
+            raise StoreDamagedError(
+                f"the damaged database {path} was moved to {aside}, but {extra} could not "
+                f"follow it ({exc.strerror or exc}); move it yourself"
+            ) from None
     return f"the database {path} was damaged ({why}); it was moved aside to {aside} and a fresh one was created"
 
 
 class Store:
-    def __init__(self, db: Any, path: Path, *, log_prompts: bool = False, max_rows: int = 10000,
-                 max_age_days: float = 30.0, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        db: Any,
+        path: Path,
+        *,
+        log_prompts: bool = False,
+        max_rows: int = 10000,
+        max_age_days: float = 30.0,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self.db = db
         self.path = path
         self.notices: list[str] = []
@@ -271,8 +347,9 @@ class Store:
     def _set_up(self) -> None:
         version = self._read("read the database", lambda: self._user_version())
         self._refuse_newer(version)
-        mode = self._read("switch the database to WAL",
-                          lambda: self.db.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        mode = self._read(
+            "switch the database to WAL", lambda: self.db.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        )
         if str(mode).lower() != "wal":
             raise StoreError(f"the database {self.path} cannot use WAL mode (journal mode stays {mode})")
         if version < SCHEMA_VERSION:
@@ -316,8 +393,11 @@ class Store:
     def writer(self) -> Writer[Store]:
         """This store's single writer thread (started on first use, stopped by close())."""
         if self._writer is None:
-            opts: dict[str, Any] = {"log_prompts": self.log_prompts, "max_rows": self.max_rows,
-                                    "max_age_days": self.max_age_days}
+            opts: dict[str, Any] = {
+                "log_prompts": self.log_prompts,
+                "max_rows": self.max_rows,
+                "max_age_days": self.max_age_days,
+            }
             path, policy, attach = self.path, self.policy, type(self).attach
             self._writer = Writer(lambda: attach(path, policy=policy, **opts), name=f"store-writer {path.name}")
         return self._writer
@@ -330,8 +410,10 @@ class Store:
     # ------------------------------------------------------------ change detection
 
     def _read_config_version(self) -> int:
-        row = self._read("read the database",
-                         lambda: self.db.execute("SELECT value FROM meta WHERE key = 'config_version'").fetchone())
+        row = self._read(
+            "read the database",
+            lambda: self.db.execute("SELECT value FROM meta WHERE key = 'config_version'").fetchone(),
+        )
         return int(row[0]) if row else 0
 
     def _bump(self) -> None:
@@ -351,13 +433,19 @@ class Store:
 
     @staticmethod
     def _backend(row: dict[str, Any]) -> BackendRecord:
-        return BackendRecord(name=row["name"], kind=row["kind"], base_url=row["base_url"],
-                             settings=json.loads(row["settings"] or "{}"), enabled=bool(row["enabled"]),
-                             created_at=row["created_at"])
+        return BackendRecord(
+            name=row["name"],
+            kind=row["kind"],
+            base_url=row["base_url"],
+            settings=json.loads(row["settings"] or "{}"),
+            enabled=bool(row["enabled"]),
+            created_at=row["created_at"],
+        )
 
     def list_backends(self) -> list[BackendRecord]:
-        return self._read("read the backends",
-                          lambda: [self._backend(r) for r in self.db["backends"].rows_where(order_by="name")])
+        return self._read(
+            "read the backends", lambda: [self._backend(r) for r in self.db["backends"].rows_where(order_by="name")]
+        )
 
     def get_backend(self, name: str) -> BackendRecord | None:
         rows = self._read("read the backends", lambda: list(self.db["backends"].rows_where("name = ?", [name])))
@@ -370,8 +458,14 @@ class Store:
         if rec.name == "local":
             raise ValueError("'local' is the built-in MLX engine; choose another name")
         rec.created_at = rec.created_at or time.time()
-        row = {"name": rec.name, "kind": rec.kind, "base_url": rec.base_url, "settings": json.dumps(rec.settings),
-               "enabled": int(rec.enabled), "created_at": rec.created_at}
+        row = {
+            "name": rec.name,
+            "kind": rec.kind,
+            "base_url": rec.base_url,
+            "settings": json.dumps(rec.settings),
+            "enabled": int(rec.enabled),
+            "created_at": rec.created_at,
+        }
 
         def save(db: Any) -> None:
             db["backends"].upsert(row, pk="name")
@@ -381,8 +475,14 @@ class Store:
         return rec
 
     def delete_backend(self, name: str) -> bool:
+        """Remove the backend and its shared breaker state (a backend added later under the same
+        name starts closed)."""
+        # Breaker writes still queued on the writer must land before, not after a re-add.
+        self._written()
+
         def delete(db: Any) -> int:
             n = db.execute("DELETE FROM backends WHERE name = ?", [name]).rowcount
+            db.execute("DELETE FROM breakers WHERE backend = ?", [name])
             if n:
                 self._bump()
             return int(n)
@@ -393,17 +493,32 @@ class Store:
 
     @staticmethod
     def _rule(row: dict[str, Any]) -> Rule:
-        return Rule(pattern=row["pattern"], backend=row["backend"], model=row["model"],
-                    fallbacks=[Step(s["backend"], s.get("model")) for s in json.loads(row["fallbacks"] or "[]")],
-                    priority=row["priority"], enabled=bool(row["enabled"]), note=row["note"] or "",
-                    id=row["id"], created_at=row["created_at"], updated_at=row["updated_at"])
+        return Rule(
+            pattern=row["pattern"],
+            backend=row["backend"],
+            model=row["model"],
+            fallbacks=[Step(s["backend"], s.get("model")) for s in json.loads(row["fallbacks"] or "[]")],
+            priority=row["priority"],
+            enabled=bool(row["enabled"]),
+            note=row["note"] or "",
+            id=row["id"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
 
     @staticmethod
     def _rule_row(rule: Rule) -> dict[str, Any]:
-        return {"pattern": rule.pattern, "backend": rule.backend, "model": rule.model,
-                "fallbacks": json.dumps([asdict(s) for s in rule.fallbacks]), "priority": rule.priority,
-                "enabled": int(rule.enabled), "note": rule.note, "created_at": rule.created_at,
-                "updated_at": rule.updated_at}
+        return {
+            "pattern": rule.pattern,
+            "backend": rule.backend,
+            "model": rule.model,
+            "fallbacks": json.dumps([asdict(s) for s in rule.fallbacks]),
+            "priority": rule.priority,
+            "enabled": int(rule.enabled),
+            "note": rule.note,
+            "created_at": rule.created_at,
+            "updated_at": rule.updated_at,
+        }
 
     def list_rules(self) -> list[Rule]:
         return self._read("read the rules", lambda: [self._rule(r) for r in self.db["rules"].rows_where(order_by="id")])
@@ -448,8 +563,9 @@ class Store:
     # ------------------------------------------------------------ settings
 
     def get_setting(self, key: str, default: Any = None) -> Any:
-        row = self._read("read the settings",
-                         lambda: self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone())
+        row = self._read(
+            "read the settings", lambda: self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        )
         return json.loads(row[0]) if row else default
 
     def set_setting(self, key: str, value: Any) -> None:
@@ -468,36 +584,57 @@ class Store:
     def set_cloud_routing(self, on: bool) -> None:
         self.set_setting("cloud_routing", bool(on))
 
-    def breaker_rows(self) -> dict[str, dict[str, Any]]:
-        """Every backend's shared breaker state: {name: {state, failures, opened_at, last_error, ...}}."""
-        return {r["backend"]: r for r in self.db["breakers"].rows}
+    def breaker_rows(self, *, wait_for_writer: bool = True) -> dict[str, dict[str, Any]]:
+        """Every backend's shared breaker state: {name: {state, failures, opened_at, last_error, ...}}.
+        By default it first lets this store's writer finish what it was given (read-your-writes);
+        the event loop's breaker cache does not wait (router/breakers.py overlays its own writes)."""
+        if wait_for_writer:
+            self._written()
+        return self._read("read the breaker states", lambda: {r["backend"]: r for r in self.db["breakers"].rows})
 
-    def breaker_version(self) -> int:
-        """Changes whenever any connection committed anything (cheap: one PRAGMA)."""
-        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+    def breaker_version(self) -> tuple[int, int]:
+        """Changes whenever another connection committed anything, or this one changed the
+        backends (cheap: one PRAGMA; SQLite's data_version does not move for our own commits)."""
+        version = self._read("read the database", lambda: self.db.execute("PRAGMA data_version").fetchone()[0])
+        return int(version), self._own_writes
 
-    def save_breaker(self, backend: str, **values: Any) -> None:
+    @staticmethod
+    def _backend_exists(db: Any, backend: str) -> bool:
+        return db.execute("SELECT 1 FROM backends WHERE name = ?", [backend]).fetchone() is not None
+
+    def save_breaker(self, backend: str, **values: Any) -> bool:
         """Write only the given fields of one backend's breaker row (no change-token bump: breaker
-        moves must not make every process reload rules and rebuild backends)."""
-        def save(db: Any) -> None:
+        moves must not make every process reload rules and rebuild backends). False, and nothing
+        written, when the backend is gone (a request still running on a removed backend must not
+        bring its row back)."""
+
+        def save(db: Any) -> bool:
+            if not self._backend_exists(db, backend):
+                return False
             db["breakers"].upsert({"backend": backend, **values, "updated_at": time.time()}, pk="backend")
+            return True
 
-        self.write(save, what=f"save the breaker state of {backend!r}")
+        return self.write(save, what=f"save the breaker state of {backend!r}")
 
-    def add_breaker_failure(self, backend: str, error: str | None) -> int:
-        """Count one failure atomically (two processes failing at once both count); the new count."""
+    def add_breaker_failure(self, backend: str, error: str | None) -> int | None:
+        """Count one failure atomically (two processes failing at once both count); the new count,
+        or None (nothing written) when the backend is gone."""
         now = time.time()
 
         def count(db: Any) -> Any:
+            if not self._backend_exists(db, backend):
+                return None
             db.execute(
                 "INSERT INTO breakers (backend, state, failures, last_error, last_error_at, updated_at) "
                 "VALUES (?, 'closed', 1, ?, ?, ?) ON CONFLICT(backend) DO UPDATE SET failures = failures + 1, "
                 "last_error = excluded.last_error, last_error_at = excluded.last_error_at, "
-                "updated_at = excluded.updated_at", [backend, error, now, now])
+                "updated_at = excluded.updated_at",
+                [backend, error, now, now],
+            )
             return db.execute("SELECT failures FROM breakers WHERE backend = ?", [backend]).fetchone()
 
         row = self.write(count, what=f"count a failure of {backend!r}")
-        return int(row[0])
+        return None if row is None else int(row[0])
 
     # ------------------------------------------------------------ request log
 
@@ -514,8 +651,9 @@ class Store:
             self.prune()
         return rec.id
 
-    def log_request_later(self, rec: RequestRecord,
-                          on_failed: Callable[[WriteFailed], None] | None = None) -> concurrent.futures.Future[int]:
+    def log_request_later(
+        self, rec: RequestRecord, on_failed: Callable[[WriteFailed], None] | None = None
+    ) -> concurrent.futures.Future[int]:
         """Hand the row to the writer thread and return at once; never raises, never blocks.
         A row that cannot be written is logged and reported to `on_failed` (on the caller's loop)."""
         rec.at = rec.at or time.time()
@@ -530,8 +668,10 @@ class Store:
     def recent_requests(self, limit: int = 100, after_id: int | None = None) -> list[RequestRecord]:
         self._written()
         where, args = ("id > ?", [after_id]) if after_id is not None else (None, [])
-        rows = self._read("read the request log", lambda: list(
-            self.db["request_log"].rows_where(where, args, order_by="id desc", limit=limit)))
+        rows = self._read(
+            "read the request log",
+            lambda: list(self.db["request_log"].rows_where(where, args, order_by="id desc", limit=limit)),
+        )
         out = []
         for r in rows:
             r = dict(r)
@@ -558,8 +698,14 @@ class Store:
         now = time.time()
         conv.created_at = conv.created_at or now
         conv.updated_at = now
-        row = {"title": conv.title, "model": conv.model, "system_prompt": conv.system_prompt,
-               "messages": json.dumps(conv.messages), "created_at": conv.created_at, "updated_at": now}
+        row = {
+            "title": conv.title,
+            "model": conv.model,
+            "system_prompt": conv.system_prompt,
+            "messages": json.dumps(conv.messages),
+            "created_at": conv.created_at,
+            "updated_at": now,
+        }
 
         def save(db: Any) -> int:
             if conv.id is None:
@@ -575,28 +721,42 @@ class Store:
         now, so the caller may go on appending to them. Await the first save of a new
         conversation before the next one: it assigns `conv.id`. Raises StoreError."""
         snapshot = replace(conv, messages=copy.deepcopy(conv.messages))
-        saved = await self.writer.run(lambda store: store.save_conversation(snapshot),
-                                      what=f"save the conversation {conv.title!r}")
+        saved = await self.writer.run(
+            lambda store: store.save_conversation(snapshot), what=f"save the conversation {conv.title!r}"
+        )
         conv.id, conv.created_at, conv.updated_at = saved.id, saved.created_at, saved.updated_at
         return conv
 
     def _conversation(self, r: dict[str, Any]) -> Conversation:
-        return Conversation(title=r["title"], model=r["model"], messages=json.loads(r["messages"] or "[]"),
-                            system_prompt=r["system_prompt"] or "", id=r["id"], created_at=r["created_at"],
-                            updated_at=r["updated_at"])
+        return Conversation(
+            title=r["title"],
+            model=r["model"],
+            messages=json.loads(r["messages"] or "[]"),
+            system_prompt=r["system_prompt"] or "",
+            id=r["id"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+        )
 
     def list_conversations(self, limit: int = 50) -> list[Conversation]:
         self._written()
-        rows = self._read("read the conversations", lambda: list(
-            self.db["conversations"].rows_where(order_by="updated_at desc", limit=limit)))
+        rows = self._read(
+            "read the conversations",
+            lambda: list(self.db["conversations"].rows_where(order_by="updated_at desc", limit=limit)),
+        )
         return [self._conversation(r) for r in rows]
 
     def get_conversation(self, conv_id: int) -> Conversation | None:
         self._written()
-        rows = self._read("read the conversations",
-                          lambda: list(self.db["conversations"].rows_where("id = ?", [conv_id])))
+        rows = self._read(
+            "read the conversations", lambda: list(self.db["conversations"].rows_where("id = ?", [conv_id]))
+        )
         return self._conversation(rows[0]) if rows else None
 
     def delete_conversation(self, conv_id: int) -> bool:
-        return bool(self.write(lambda db: db.execute("DELETE FROM conversations WHERE id = ?", [conv_id]).rowcount,
-                               what=f"delete the conversation #{conv_id}"))
+        return bool(
+            self.write(
+                lambda db: db.execute("DELETE FROM conversations WHERE id = ?", [conv_id]).rowcount,
+                what=f"delete the conversation #{conv_id}",
+            )
+        )

@@ -6,18 +6,22 @@ import asyncio
 import logging
 import time
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from engine.cloud import default_base_url
 from engine.local.blas import reference_blas_notice
 from engine.local.engine import LocalEngine
 from engine.types import Backend, BackendSnapshot, BreakerEvent
+from router.breakers import SQLiteBreakerStates
 from router.config import AppConfig
 from router.events import BackendsChanged, BreakerChanged, EventBus
-from router.breakers import SQLiteBreakerStates
 from router.router import Router
 from router.secrets import Secrets
 from router.store import BackendRecord, Store
+
+if TYPE_CHECKING:
+    from engine.cloud import CloudKind
+    from engine.cloud.base import CloudConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +34,20 @@ def _loop_running() -> bool:
     return True
 
 
-def cloud_config(rec: BackendRecord) -> Any:
+def cloud_config(rec: BackendRecord) -> CloudConfig:
     from engine.cloud.base import CloudConfig
 
     known = {f.name for f in fields(CloudConfig)}
     settings = {k: v for k, v in rec.settings.items() if k in known}
     base_url = rec.base_url or default_base_url(rec.kind) or ""
-    return CloudConfig(name=rec.name, kind=rec.kind, base_url=base_url, **settings)
+    # The stored kind is any string; CloudConfig refuses one that is not a CloudKind.
+    return CloudConfig(name=rec.name, kind=cast("CloudKind", rec.kind), base_url=base_url, **settings)
 
 
 class Workbench:
-    def __init__(self, config: AppConfig, store: Store, secrets: Secrets | None = None,
-                 local: LocalEngine | None = None) -> None:
+    def __init__(
+        self, config: AppConfig, store: Store, secrets: Secrets | None = None, local: LocalEngine | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.secrets = secrets or Secrets()
@@ -56,22 +62,32 @@ class Workbench:
         # What a front end says once at start (found here, before any event loop runs).
         blas = reference_blas_notice(config.engine.use_system_openblas)
         self.notices: list[str] = [*store.notices, *([blas] if blas else [])]
-        self.breakers = SQLiteBreakerStates(store)
-        self.router = Router(store, self.backends, self.events, default_backend=config.default_backend,
-                             log_prompts=config.log_prompts, prepare=self.prepare,
-                             breaker_states=self.breaker_states)
+        self.breakers = SQLiteBreakerStates(store, on_failed=self.events.publish)
+        self.router = Router(
+            store,
+            self.backends,
+            self.events,
+            default_backend=config.default_backend,
+            log_prompts=config.log_prompts,
+            prepare=self.prepare,
+            breaker_states=self.breaker_states,
+        )
 
     @classmethod
-    def open(cls, config: AppConfig, **kw: Any) -> "Workbench":
-        store = Store.open(config.database, log_prompts=config.log_prompts, max_rows=config.request_log_max_rows,
-                           max_age_days=config.request_log_max_age_days)
+    def open(cls, config: AppConfig, **kw: Any) -> Workbench:
+        store = Store.open(
+            config.database,
+            log_prompts=config.log_prompts,
+            max_rows=config.request_log_max_rows,
+            max_age_days=config.request_log_max_age_days,
+        )
         return cls(config, store, **kw)
 
     def _publish_breaker(self, event: BreakerEvent) -> None:
         self.events.publish(BreakerChanged(event))
 
     def backends(self) -> dict[str, Backend]:
-        """"local" plus the cloud backends in the store; rebuilt only when the store changed, and a
+        """ "local" plus the cloud backends in the store; rebuilt only when the store changed, and a
         backend whose settings and key did not change keeps its client and breaker.
 
         Keys come from a cache filled off the event loop (a keyring look-up can block for long): on
@@ -126,8 +142,9 @@ class Workbench:
                 fresh[rec.name] = old
                 continue
             try:
-                backend = make_cloud_backend(cloud_config(rec), key, listeners=[self._publish_breaker],
-                                             breaker_states=self.breakers)
+                backend = make_cloud_backend(
+                    cloud_config(rec), key, listeners=[self._publish_breaker], breaker_states=self.breakers
+                )
             except ValueError as exc:
                 log.warning("backend %s is misconfigured: %s", rec.name, exc)
                 continue
@@ -165,9 +182,15 @@ class Workbench:
 
     def _stored_snapshot(self, rec: BackendRecord) -> BackendSnapshot:
         shared = self.breakers.load(rec.name)
-        return BackendSnapshot(name=rec.name, kind=rec.kind, state=shared.state,
-                               consecutive_failures=shared.failures, fail_max=int(rec.settings.get("fail_max", 5)),
-                               last_error=shared.last_error, last_error_at=shared.last_error_at)
+        return BackendSnapshot(
+            name=rec.name,
+            kind=rec.kind,
+            state=shared.state,
+            consecutive_failures=shared.failures,
+            fail_max=int(rec.settings.get("fail_max", 5)),
+            last_error=shared.last_error,
+            last_error_at=shared.last_error_at,
+        )
 
     def breaker_states(self) -> dict[str, str]:
         """Every backend's breaker state as all processes share it ("local" is always closed)."""

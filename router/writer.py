@@ -67,8 +67,14 @@ class Writer(Generic[C]):
 
     # ------------------------------------------------------------ callers' side
 
-    def submit(self, fn: Callable[[C], T], *, what: str, detail: str | None = None,
-               on_failed: Callable[[WriteFailed], None] | None = None) -> concurrent.futures.Future[T]:
+    def submit(
+        self,
+        fn: Callable[[C], T],
+        *,
+        what: str,
+        detail: str | None = None,
+        on_failed: Callable[[WriteFailed], None] | None = None,
+    ) -> concurrent.futures.Future[T]:
         """Queue `fn(connection)`; returns at once. Never raises: a refused job fails its future."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -115,8 +121,9 @@ class Writer(Generic[C]):
         self._queue.put(None)
         thread.join(timeout)
         if thread.is_alive():
-            log.error("%s: %d writes still waiting after %.0f s at close; they are lost",
-                      self._name, self._pending, timeout)
+            log.error(
+                "%s: %d writes still waiting after %.0f s at close; they are lost", self._name, self._pending, timeout
+            )
 
     # ------------------------------------------------------------ the thread
 

@@ -25,12 +25,17 @@ from router.config import AppConfig
 from router.events import (
     BackendsChanged,
     BreakerChanged,
+    CloudRoutingChanged,
     RequestFinished,
     RequestProgress,
+    RequestStarted,
+    RequestStatus,
     RulesChanged,
 )
+from router.writer import WriteFailed
 from tui import messages
 from tui.db import DB_ERRORS, TuiDatabase, describe_db_error
+from tui.format import duration
 from tui.keys import binding_ids, check_keymap, help_rows
 from tui.panes.base import Pane
 from tui.panes.chat import ChatPane
@@ -72,11 +77,21 @@ class WorkbenchApp(App[int]):
     TITLE = "mlx-workbench"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS = [
-        *[Binding(f"f{i},alt+{i}", f"show_pane('{pane}')", title, id=f"pane-{pane}", show=False, key_display=f"f{i}")
-          for i, (pane, title) in enumerate(PANES, 1)],
+        *[
+            Binding(
+                f"f{i},alt+{i}",
+                f"show_pane('{pane}')",
+                f"Go to {title}",
+                id=f"pane-{pane}",
+                show=False,
+                key_display=f"f{i}",
+            )
+            for i, (pane, title) in enumerate(PANES, 1)
+        ],
         # ? is typed into text fields (the chat has only those): f10 opens the help from anywhere.
         Binding("question_mark,f10", "help", "Help", id="app-help", key_display="?"),
         Binding("ctrl+l", "toggle_listener", "Listener on/off", id="app-listener", show=False),
+        Binding("f9", "toggle_cloud", "Cloud routing on/off", id="app-cloud", show=False),
         Binding("ctrl+q", "quit", "Quit", id="app-quit", priority=True, show=False),
     ]
 
@@ -98,6 +113,7 @@ class WorkbenchApp(App[int]):
         self.keymap, self.keymap_problems = check_keymap(config.keymap, binding_ids())
         self.status_state = StatusState()
         self._db_trouble: str | None = None
+        self._local_activity: tuple[tuple[int, int], ...] = ()
 
     @property
     def listener_running(self) -> bool:
@@ -158,69 +174,93 @@ class WorkbenchApp(App[int]):
         sub = self.workbench.events.subscribe(maxsize=512)
         try:
             async for event in sub:
-                self.on_router_event(event)
+                try:
+                    self.on_router_event(event)
+                except DB_ERRORS as exc:
+                    # The events keep coming: one that could not be shown must not stop the rest.
+                    self._db_trouble_once(exc)
         finally:
             sub.close()
 
     def on_router_event(self, event: Any) -> None:
-        from router import events as router_events
-
-        status_cls = getattr(router_events, "RequestStatus", None)
-        if status_cls is not None and isinstance(event, status_cls):
+        moved = self.refresh_status() or isinstance(event, (BreakerChanged, BackendsChanged))
+        if isinstance(event, RequestStatus):
             self.broadcast(lambda: messages.RequestStatus(event.request_id, event.backend, event.text))
             if event.backend == "local":
                 self.broadcast(messages.ModelsChanged)
-        if isinstance(event, (BreakerChanged, RequestFinished, BackendsChanged)):
-            self.broadcast(messages.BreakersChanged)
+        if isinstance(event, (BreakerChanged, RequestStarted, RequestProgress, RequestFinished, BackendsChanged)):
+            self.broadcast(lambda: messages.SnapshotsChanged(breakers_moved=moved))
         if isinstance(event, RequestFinished):
             self.broadcast(lambda: messages.RequestLogged(event.record))
         if isinstance(event, (RequestFinished, RequestProgress)):
             # A request on the local engine may have loaded (or evicted) a model.
             self.broadcast(messages.ModelsChanged)
-        if isinstance(event, (RulesChanged, BackendsChanged)):
+        if isinstance(event, (RulesChanged, BackendsChanged, CloudRoutingChanged)):
             self.broadcast(messages.ConfigChanged)
-        self.refresh_status()
+        if isinstance(event, WriteFailed):
+            self.broadcast(lambda: messages.WriteFailed(event.what, event.error, event.at))
+            self._db_trouble_once(f"could not {event.what}: {event.error}")
 
     def tick(self) -> None:
         """Countdowns to half-open move without events; other processes' changes are noticed here
         (rules(), backends() compare a change token and publish what changed)."""
         try:
-            self.workbench.router.rules()
+            self.workbench.sync()
             snaps = self.workbench.snapshots()
         except DB_ERRORS as exc:
             self._db_trouble_once(exc)
             return
         self._db_trouble = None
-        if any(s.state != "closed" for s in snaps):
-            self.broadcast(messages.BreakersChanged)
-        self.refresh_status()
+        moved = self.refresh_status()
+        # The local engine frees a stopped request's place on the MLX thread, after the request's
+        # last event: its running/queued counts are looked at here too.
+        activity = tuple((s.running, s.queued) for s in snaps if s.kind == "local")
+        settled = activity != self._local_activity
+        self._local_activity = activity
+        if moved or settled or any(s.state != "closed" for s in snaps):
+            # Countdowns to half-open move even when nothing happens.
+            self.broadcast(lambda: messages.SnapshotsChanged(breakers_moved=moved))
 
-    def _db_trouble_once(self, exc: BaseException) -> None:
-        text = describe_db_error(exc)
+    def _db_trouble_once(self, trouble: BaseException | str) -> None:
+        """One notification per distinct database problem, not one a second."""
+        if isinstance(trouble, str):
+            text = trouble
+        else:
+            text = f"the database cannot be read: {describe_db_error(trouble)}. The app keeps going and tries again."
         if text != self._db_trouble:
             self._db_trouble = text
-            self.notify(f"the database cannot be read: {text}. The app keeps going and tries again every second.",
-                        severity="error", timeout=15)
+            self.notify(text, severity="error", timeout=15)
 
     def status_now(self) -> StatusState:
         wb = self.workbench
         mem = wb.local.memory()
         try:
             breakers = tuple((s.name, s.state) for s in wb.snapshots() if s.kind != "local")
+            cloud: bool | None = wb.router.cloud_routing
         except DB_ERRORS:
-            breakers = self.status_state.breakers
-        cloud = getattr(wb.router, "cloud_routing", None)
-        return StatusState(listener_url=self.listener.url if self.listener_running else None,
-                           loaded=len(mem.loaded), used_bytes=mem.used_bytes, budget_bytes=mem.budget_bytes,
-                           cache_bytes=getattr(mem, "prompt_cache_bytes", None),
-                           breakers=(("local", "closed"), *breakers),
-                           cloud=cloud if isinstance(cloud, bool) else None)
+            breakers, cloud = self.status_state.breakers, self.status_state.cloud
+        # The prompt cache's share of the memory, when caching is on.
+        cache = mem.prompt_cache_bytes if mem.prompt_cache_limit_bytes else None
+        return StatusState(
+            listener_url=self.listener.url if self.listener_running else None,
+            loaded=len(mem.loaded),
+            used_bytes=mem.used_bytes,
+            budget_bytes=mem.budget_bytes,
+            cache_bytes=cache,
+            breakers=(("local", "closed"), *breakers),
+            cloud=cloud,
+        )
 
-    def refresh_status(self) -> None:
+    def refresh_status(self) -> bool:
+        """Update the status bar; True when a breaker or the cloud switch moved since last time."""
         state = self.status_now()
+        moved = (state.breakers, state.cloud) != (self.status_state.breakers, self.status_state.cloud)
         if state != self.status_state:
             self.status_state = state
-            self.query_one(StatusBar).state = state
+            # query, not query_one: a load finishing while the app closes finds no bar any more.
+            for bar in self.query(StatusBar):
+                bar.state = state
+        return moved
 
     @on(messages.StatusChanged)
     def status_changed(self) -> None:
@@ -234,8 +274,13 @@ class WorkbenchApp(App[int]):
 
     # ------------------------------------------------------------ panes and app-wide actions
 
-    FOCUS_IN_PANE = {"chat": "#prompt", "models": "#models-table", "rules": "#rules-table",
-                     "health": "BackendCard", "requests": "#requests-table"}
+    FOCUS_IN_PANE = {
+        "chat": "#prompt",
+        "models": "#models-table",
+        "rules": "#rules-table",
+        "health": "BackendCard",
+        "requests": "#requests-table",
+    }
 
     def action_show_pane(self, pane: str) -> None:
         self.query_one(TabbedContent).active = pane
@@ -262,7 +307,7 @@ class WorkbenchApp(App[int]):
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(help_rows(self.keymap, self.get_key_display)))
+        self.push_screen(HelpScreen(help_rows(self.keymap)))
 
     def command(self, pane: str, pane_cls: type[Pane], message: Message) -> None:
         """Show a pane and hand it a command (from the palette or an app-wide key)."""
@@ -278,11 +323,13 @@ class WorkbenchApp(App[int]):
             self.notify(str(exc).strip("'"), severity="error")
             return
         except DB_ERRORS as exc:
-            self.notify(f"resetting the breaker of {name} failed: {describe_db_error(exc)}. Press r to try again.",
-                        severity="error")
+            self.notify(
+                f"resetting the breaker of {name} failed: {describe_db_error(exc)}. Press r to try again.",
+                severity="error",
+            )
             return
         self.notify(f"breaker of {name} reset (closed)")
-        self.broadcast(messages.BreakersChanged)
+        self.broadcast(messages.SnapshotsChanged)
         self.refresh_status()
 
     @on(messages.TripBreaker)
@@ -301,24 +348,75 @@ class WorkbenchApp(App[int]):
                 self.notify(str(exc).strip("'"), severity="error")
                 return
             except DB_ERRORS as exc:
-                self.notify(f"tripping the breaker of {name} failed: {describe_db_error(exc)}. Press t to try again.",
-                            severity="error")
+                self.notify(
+                    f"tripping the breaker of {name} failed: {describe_db_error(exc)}. Press t to try again.",
+                    severity="error",
+                )
                 return
             wait = snap.seconds_to_half_open if snap is not None else None
-            when = f"in {wait:.0f} s" if wait is not None else "after its reset timeout"
-            self.notify(f"breaker of {name} tripped (open): requests skip it; it lets one probe through (half-open) "
-                        f"{when}, or press r to reset it now")
-            self.broadcast(messages.BreakersChanged)
+            when = f"in {duration(wait)}" if wait is not None else "after its reset timeout"
+            self.notify(
+                f"breaker of {name} tripped (open): requests skip it; it lets one probe through (half-open) "
+                f"{when}, or press r to reset it now"
+            )
+            self.broadcast(messages.SnapshotsChanged)
             self.refresh_status()
 
-        self.push_screen(Confirm(f"Trip the breaker of {name}? Requests skip it until it half-opens after its "
-                                 "reset timeout, or until you reset it (r).", yes="Trip"), done)
+        self.push_screen(
+            Confirm(
+                f"Trip the breaker of {name}? Requests skip it until it half-opens after its "
+                "reset timeout, or until you reset it (r).",
+                yes="Trip",
+            ),
+            done,
+        )
+
+    def action_toggle_cloud(self) -> None:
+        """Off at once; on only after a yes: prompts then leave the machine for the cloud backends."""
+        from tui.screens.dialogs import Confirm
+
+        try:
+            on = self.workbench.router.cloud_routing
+        except DB_ERRORS as exc:
+            self.notify(f"reading the cloud switch failed: {describe_db_error(exc)}", severity="error")
+            return
+        if on:
+            self.set_cloud_routing(False)
+            return
+        names = ", ".join(b.name for b in self.workbench.store.list_backends()) or "none added yet"
+        question = (
+            f"Turn cloud routing on? Requests that rules send to a cloud backend ({names}) will then "
+            "leave this machine, for every process on this database."
+        )
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.set_cloud_routing(True)
+
+        self.push_screen(Confirm(question, yes="Turn on"), done)
+
+    @work(group="cloud-switch", exit_on_error=False)
+    async def set_cloud_routing(self, on: bool) -> None:
+        try:
+            await self.db.run(lambda store: store.set_cloud_routing(on))
+            self.workbench.sync()  # publishes CloudRoutingChanged here at once
+        except DB_ERRORS as exc:
+            self.notify(
+                f"turning cloud routing {'on' if on else 'off'} failed: {describe_db_error(exc)}. "
+                "Press f9 to try again.",
+                severity="error",
+                timeout=12,
+            )
+            return
+        self.notify(
+            "cloud routing on: rules may send requests to cloud backends"
+            if on
+            else "cloud routing off: every request stays on this machine"
+        )
+        self.refresh_status()
 
     async def action_toggle_listener(self) -> None:
-        try:
-            from router.listener import Listener, ListenerError  # type: ignore[attr-defined]
-        except ImportError:
-            from router.serve import Listener, ListenerError
+        from router.listener import Listener, ListenerError
 
         if self.listener_running:
             await self.listener.stop()
@@ -345,10 +443,26 @@ class WorkbenchApp(App[int]):
         yield "New chat", partial(self.command, "chat", ChatPane, messages.NewChat()), "start an empty conversation"
         yield "Open chat", partial(self.command, "chat", ChatPane, messages.OpenChat()), "a saved conversation"
         yield "Add rule", partial(self.command, "rules", RulesPane, messages.AddRule()), "open the rule form"
-        yield "Try a model name", partial(self.command, "rules", RulesPane, messages.FocusExplain()), \
-            "which rule wins, and the chain"
-        yield "Add backend", partial(self.command, "rules", RulesPane, messages.AddBackend()), \
-            "an OpenAI, Anthropic or OpenAI-compatible service"
+        yield (
+            "Try a model name",
+            partial(self.command, "rules", RulesPane, messages.FocusExplain()),
+            "which rule wins, and the chain",
+        )
+        yield (
+            "Add backend",
+            partial(self.command, "rules", RulesPane, messages.AddBackend()),
+            "an OpenAI, Anthropic or OpenAI-compatible service",
+        )
+        try:
+            cloud = wb.router.cloud_routing
+        except DB_ERRORS:
+            cloud = None
+        if cloud is not None:
+            yield (
+                ("Turn cloud routing off" if cloud else "Turn cloud routing on (asks first)"),
+                self.action_toggle_cloud,
+                "f9: whether rules may send requests to cloud backends",
+            )
         listener = "Stop the listener" if self.listener_running else "Start the listener"
         yield listener, self.action_toggle_listener, f"{self.config.listener_host}:{self.config.listener_port}"
         loaded = {m.id for m in wb.local.memory().loaded}
@@ -356,11 +470,17 @@ class WorkbenchApp(App[int]):
             names = ", ".join(info.aliases)
             label = f"{info.id} ({names})" if names else info.id
             if info.id in loaded:
-                yield f"Unload model {label}", partial(self.command, "models", ModelsPane,
-                                                       messages.UnloadModel(info.id)), "free its memory"
+                yield (
+                    f"Unload model {label}",
+                    partial(self.command, "models", ModelsPane, messages.UnloadModel(info.id)),
+                    "free its memory",
+                )
             else:
-                yield f"Load model {label}", partial(self.command, "models", ModelsPane,
-                                                     messages.LoadModel(info.id)), "load into memory"
+                yield (
+                    f"Load model {label}",
+                    partial(self.command, "models", ModelsPane, messages.LoadModel(info.id)),
+                    "load into memory",
+                )
         try:
             snaps = wb.snapshots()
         except DB_ERRORS:
@@ -368,14 +488,23 @@ class WorkbenchApp(App[int]):
         for snap in snaps:
             if snap.kind == "local":
                 continue
-            yield f"Set key for {snap.name}", partial(self.command, "rules", RulesPane, messages.SetKey(snap.name)), \
-                "stored in the system keyring"
+            yield (
+                f"Set key for {snap.name}",
+                partial(self.command, "rules", RulesPane, messages.SetKey(snap.name)),
+                "stored in the system keyring",
+            )
             if snap.state in ("open", "half-open"):
-                yield f"Reset breaker {snap.name}", partial(self.post_message, messages.ResetBreaker(snap.name)), \
-                    snap.state
+                yield (
+                    f"Reset breaker {snap.name}",
+                    partial(self.post_message, messages.ResetBreaker(snap.name)),
+                    snap.state,
+                )
             else:
-                yield f"Trip breaker {snap.name}", partial(self.post_message, messages.TripBreaker(snap.name)), \
-                    "stop sending it requests for a while"
+                yield (
+                    f"Trip breaker {snap.name}",
+                    partial(self.post_message, messages.TripBreaker(snap.name)),
+                    "stop sending it requests for a while",
+                )
 
     async def on_unmount(self) -> None:
         if self.listener_running:

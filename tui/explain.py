@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 from rich.text import Text
 
-from router.rules import Explanation
+from router.rules import CLOUD_OFF, Explanation
 
 STATE_STYLES = {"closed": "green", "half-open": "yellow", "open": "red", "missing": "red"}
 
@@ -21,7 +21,7 @@ def step_problem(backend: str, model: str, state: str, local_names: Collection[s
 
 
 def steps_text(ex: Explanation, local_names: Collection[str] | None = None) -> tuple[Text, int]:
-    """" → openai/gpt-4o closed → local/demo", and how many steps can answer."""
+    """The steps as " → openai/gpt-4o closed → local/demo", and how many of them can answer."""
     out = Text()
     usable = 0
     for step in ex.chain:
@@ -52,6 +52,8 @@ def chain_text(ex: Explanation, local_names: Collection[str] | None = None, defa
         out.append(f"no rule: default backend {default_backend}")
     if not usable:
         out.append("  · nothing here can answer", style="bold red")
+    if any(s.reason == CLOUD_OFF for s in ex.chain):
+        out.append("  · f9 turns cloud routing on")
     return out
 
 

@@ -28,5 +28,14 @@ def ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
+def duration(seconds: float) -> str:
+    """Seconds as "45 s", "12 min" or "2 h": coarse enough to read the same for a while."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
 def clock_time(at: float | None) -> str:
     return "-" if at is None else time.strftime("%H:%M:%S", time.localtime(at))

@@ -19,6 +19,7 @@ def binding_groups() -> list[tuple[str, list[Binding], list[tuple[str, str]]]]:
     from tui.panes.rules import RulesPane
     from tui.screens.conversations import ConversationPicker
     from tui.screens.dialogs import Confirm, RuleForm
+    from tui.screens.help import HelpScreen
     from tui.widgets.backend_card import BackendCard
     from tui.widgets.prompt import PromptArea
 
@@ -26,16 +27,22 @@ def binding_groups() -> list[tuple[str, list[Binding], list[tuple[str, str]]]]:
         return [b for b in cls.BINDINGS if isinstance(b, Binding)]
 
     return [
-        ("Everywhere", own(WorkbenchApp), [("ctrl+p", "command palette: every action by name"),
-                                           ("tab / shift+tab", "next / previous field")]),
-        ("Chat", own(ChatPane) + own(PromptArea),
-         [*PromptArea.HELP_ROWS, ("→ / end", "in the model field: take the suggested name")]),
+        (
+            "Everywhere",
+            own(WorkbenchApp),
+            [("ctrl+p", "command palette: every action by name"), ("tab / shift+tab", "next / previous field")],
+        ),
+        (
+            "Chat",
+            own(ChatPane) + own(PromptArea),
+            [*PromptArea.HELP_ROWS, ("→ / end", "in the model field: take the suggested name")],
+        ),
         ("Models", own(ModelsPane), []),
         ("Rules", own(RulesPane), []),
         ("Health (on a backend card)", own(HealthPane) + own(BackendCard), []),
         ("Requests", own(RequestsPane), RequestsPane.HELP_ROWS),
         (ConversationPicker.HELP_TITLE, own(ConversationPicker), ConversationPicker.HELP_ROWS),
-        ("Dialogs", own(RuleForm) + own(Confirm), []),
+        ("Dialogs", own(RuleForm) + own(Confirm) + own(HelpScreen), []),
     ]
 
 
@@ -43,7 +50,27 @@ def binding_ids() -> set[str]:
     return {b.id for _, bindings, _ in binding_groups() for b in bindings if b.id}
 
 
-def help_rows(keymap: dict[str, str], display: Callable[[Binding], str]) -> list[tuple[str, list[tuple[str, str]]]]:
+NAMES = {
+    "question_mark": "?",
+    "slash": "/",
+    "plus": "+",
+    "minus": "-",
+    "equals_sign": "=",
+    "escape": "esc",
+    "pageup": "pgup",
+    "pagedown": "pgdn",
+}
+
+
+def show_key(binding: Binding) -> str:
+    """A key as a person types it: "ctrl+b", "?", "f10" (Textual's footer writes ^b)."""
+    return "+".join(NAMES.get(part, part) for part in binding.key.split("+"))
+
+
+def help_rows(
+    keymap: dict[str, str],
+    display: Callable[[Binding], str] = show_key,
+) -> list[tuple[str, list[tuple[str, str]]]]:
     """The groups as (keys, what) rows, keys as the keymap has made them."""
     out: list[tuple[str, list[tuple[str, str]]]] = []
     for title, bindings, extra in binding_groups():
@@ -63,8 +90,6 @@ def keys_of(binding: Binding, keymap: dict[str, str], display: Callable[[Binding
     keys = keymap.get(binding.id, "") if binding.id else ""
     if keys:
         return " / ".join(display(binding.with_key(k.strip(), key_display=None)) for k in keys.split(","))
-    if binding.key_display:
-        return binding.key_display
     return " / ".join(display(binding.with_key(k.strip(), key_display=None)) for k in binding.key.split(","))
 
 
@@ -73,7 +98,7 @@ def check_keymap(raw: Any, known: Iterable[str]) -> tuple[dict[str, str], list[s
     if not raw:
         return {}, []
     if not isinstance(raw, dict):
-        return {}, [f"keymap: expected a table of binding id = \"keys\", not {type(raw).__name__}"]
+        return {}, [f'keymap: expected a table of binding id = "keys", not {type(raw).__name__}']
     known = set(known)
     good: dict[str, str] = {}
     problems: list[str] = []
@@ -81,7 +106,7 @@ def check_keymap(raw: Any, known: Iterable[str]) -> tuple[dict[str, str], list[s
         if name not in known:
             problems.append(f"keymap: no binding with id {name!r} (? lists them in docs/tui.md)")
         elif not isinstance(keys, str) or not keys.strip():
-            problems.append(f"keymap: {name} must be a key string such as \"ctrl+b\"")
+            problems.append(f'keymap: {name} must be a key string such as "ctrl+b"')
         else:
             good[name] = keys.replace(" ", "")
     return good, problems

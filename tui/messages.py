@@ -39,7 +39,8 @@ class StatusChanged(Message):
 
 
 class ConfigWritten(Message):
-    """This process wrote rules, backends or keys: every pane should reread them."""
+    """This process changed rules, backends, keys or the list of local models: every pane should
+    reread them."""
 
 
 # ------------------------------------------------------------------ down: what happened
@@ -49,12 +50,19 @@ class RouterEvent(Message, bubble=False):
     """Base of the router events as seen by a pane."""
 
 
-class BreakersChanged(RouterEvent):
-    """A breaker moved, or a request ended (counts and latencies changed)."""
+class SnapshotsChanged(RouterEvent):
+    """What a backend's card shows may have changed: a breaker moved, a request started, went on
+    or ended (running and queued counts, request counts, latencies). Sent often while answers
+    stream: what depends on breaker states alone checks `breakers_moved`."""
+
+    def __init__(self, breakers_moved: bool = True) -> None:
+        super().__init__()
+        self.breakers_moved = breakers_moved
 
 
 class ConfigChanged(RouterEvent):
-    """Rules, backends or keys changed, in this process or another one on the same database."""
+    """Rules, backends, keys (in this process or another one on the same database) or the list of
+    local models changed."""
 
 
 class ModelsChanged(RouterEvent):
@@ -65,6 +73,16 @@ class RequestLogged(RouterEvent):
     def __init__(self, record: Any) -> None:
         super().__init__()
         self.record = record
+
+
+class WriteFailed(RouterEvent):
+    """The store's writer gave up on a write (the request log, usually): said in the Health pane."""
+
+    def __init__(self, what: str, error: str, at: float) -> None:
+        super().__init__()
+        self.what = what
+        self.error = error
+        self.at = at
 
 
 class RequestStatus(RouterEvent):

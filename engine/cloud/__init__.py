@@ -5,7 +5,8 @@ Importing this package is cheap: httpx and the wire-format modules load when a b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Literal, get_args
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
     from engine.cloud.base import CloudBackend, CloudConfig
@@ -27,11 +28,11 @@ def default_base_url(kind: str) -> str | None:
 
 
 def make_cloud_backend(
-    cfg: "CloudConfig",
+    cfg: CloudConfig,
     api_key: str | None,
-    listeners: Iterable[Callable[["BreakerEvent"], None]] = (),
-    breaker_states: "BreakerStates | None" = None,
-) -> "CloudBackend":
+    listeners: Iterable[Callable[[BreakerEvent], None]] = (),
+    breaker_states: BreakerStates | None = None,
+) -> CloudBackend:
     """Build the backend for `cfg.kind` ("openai", "openai-compatible" or "anthropic"); its breaker
     keeps its shared state in `breaker_states` (default: this process's memory)."""
     backend: CloudBackend

@@ -14,9 +14,12 @@ Request life (`CloudBackend.stream`):
    token. A wait (Retry-After or backoff) that would end after it gives up at once, and so does
    the deadline itself: the router then tries its next step. The upstream is always asked to
    stream, so a long answer to a non-streaming request is not mistaken for a dead upstream.
-   Then: idle = between two body reads (enforced here around each read, httpx's read timeout
-   cannot tell headers from body); total = the whole request, checked at every await (no timeout
-   context spans a `yield`). Connect = each TCP/TLS connect (httpx).
+   Then only a stall detector: idle = the longest silence between two body reads once the first
+   token has arrived (before it, the deadline alone decides), enforced here around each read
+   (httpx's read timeout cannot tell headers from body). A healthy answer is never cut, however
+   long it runs: the total cap (the whole request, checked at every await, no timeout context
+   spans a `yield`) is off unless the backend's settings set `total_timeout`.
+   Connect = each TCP/TLS connect (httpx).
 4. The whole consumption of the stream runs inside the breaker's guard: a stream counts as a
    success only when it completed.
 
@@ -33,8 +36,9 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from engine.cloud import KINDS, CloudKind
 from engine.cloud.breaker import BackendBreaker, BreakerOpen, BreakerStates, is_cancellation
@@ -61,6 +65,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Client errors that must never be retried nor count against the breaker.
 CLIENT_ERROR_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 415, 422})
 _ATTEMPTS_KEY = "mlxwb.attempts"
+# A callable given the attempt number (2, 3...) when a retry is sent: the router's status line.
+_RETRY_KEY = "mlxwb.on_retry"
 _LATENCY_WINDOW = 100
 _MAX_ERROR_BODY = 64 * 1024
 # After the answer's last event: how long and how much of the rest to read for connection reuse.
@@ -83,7 +89,9 @@ class CloudConfig:
     connect_timeout: float = 3.0
     deadline: float = 15.0
     idle_timeout: float = 60.0
-    total_timeout: float = 600.0
+    # Off by default: a cap on the whole answer would cut long healthy streams; the stall
+    # detector (idle_timeout) is what ends a dead one.
+    total_timeout: float | None = None
     fail_max: int = 5
     reset_timeout: float = 30.0
     # Values may be secrets too (e.g. an Azure "api-key"): kept out of the repr.
@@ -99,9 +107,11 @@ class CloudConfig:
             raise ValueError("retries: must be 0 or more")
         if self.fail_max < 1:
             raise ValueError("fail_max: must be at least 1")
-        for name in ("connect_timeout", "deadline", "idle_timeout", "total_timeout", "max_backoff_wait"):
+        for name in ("connect_timeout", "deadline", "idle_timeout", "max_backoff_wait"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive")
+        if self.total_timeout is not None and self.total_timeout <= 0:
+            raise ValueError("total_timeout: must be positive (or unset: no cap on the whole answer)")
         if self.backoff_factor < 0 or self.reset_timeout < 0:
             raise ValueError("backoff_factor and reset_timeout: must not be negative")
 
@@ -128,8 +138,10 @@ class _Bounds:
     total: float
 
     def next(self, idle_at: float) -> tuple[float, Literal["first", "idle", "total"]]:
-        if self.first <= min(idle_at, self.total):
-            return self.first, "first"
+        if self.first != math.inf:
+            # Before the first token only the deadline (and a total cap) count: a model may think
+            # a long time before it says anything. The stall detector starts with the answer.
+            return (self.first, "first") if self.first <= self.total else (self.total, "total")
         return (idle_at, "idle") if idle_at < self.total else (self.total, "total")
 
 
@@ -143,12 +155,12 @@ def _retry_policy(cfg: CloudConfig, statuses: frozenset[int]) -> Any:
 
         deadline = math.inf
 
-        def increment(self) -> "DeadlineRetry":
+        def increment(self) -> DeadlineRetry:
             new = self.for_deadline(self.deadline)
             new.attempts_made = self.attempts_made + 1
             return new
 
-        def for_deadline(self, deadline: float) -> "DeadlineRetry":
+        def for_deadline(self, deadline: float) -> DeadlineRetry:
             new = copy.copy(self)
             new.deadline = deadline
             return new
@@ -187,7 +199,7 @@ def _retry_policy(cfg: CloudConfig, statuses: frozenset[int]) -> Any:
     )
 
 
-def _make_transport(retry: Any, inner: "httpx.AsyncHTTPTransport") -> "httpx.AsyncBaseTransport":
+def _make_transport(retry: Any, inner: httpx.AsyncHTTPTransport) -> httpx.AsyncBaseTransport:
     import httpx
     from httpx_retries import RetryTransport
 
@@ -201,6 +213,9 @@ def _make_transport(retry: Any, inner: "httpx.AsyncHTTPTransport") -> "httpx.Asy
             counter = request.extensions.get(_ATTEMPTS_KEY)
             if counter is not None:
                 counter[0] += 1
+                on_retry = request.extensions.get(_RETRY_KEY)
+                if on_retry is not None and counter[0] > 1:
+                    on_retry(counter[0])
             return await self._inner.handle_async_request(request)
 
         async def aclose(self) -> None:
@@ -270,7 +285,7 @@ class CloudBackend:
     def _upstream_error(self, status: int, body: Any) -> str:
         raise NotImplementedError
 
-    def _stream_decoder(self) -> "_Decoder":
+    def _stream_decoder(self) -> _Decoder:
         raise NotImplementedError
 
     # ------------------------------------------------------------ breaker and health
@@ -394,8 +409,10 @@ class CloudBackend:
         import httpx
 
         tries = f" (after {attempts} attempts)" if attempts > 1 else ""
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-            what = f"cannot connect to {self.cfg.base_url}: {exc or type(exc).__name__}"
+        if isinstance(exc, httpx.ConnectTimeout):
+            what = f"cannot connect to {self.cfg.base_url}: no connection within {self.cfg.connect_timeout:g} s"
+        elif isinstance(exc, httpx.ConnectError):
+            what = f"cannot connect to {self.cfg.base_url}: {str(exc) or type(exc).__name__}"
         elif isinstance(exc, httpx.TimeoutException):
             what = f"timed out: {type(exc).__name__}"
         else:
@@ -451,7 +468,8 @@ class CloudBackend:
     async def _exchange(self, request: ChatRequest, attempts: list[int]) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        bounds = _Bounds(first=now + self.cfg.deadline, total=now + self.cfg.total_timeout)
+        total = self.cfg.total_timeout
+        bounds = _Bounds(first=now + self.cfg.deadline, total=math.inf if total is None else now + total)
         response = await self._send(request, attempts, bounds)
         try:
             if not 200 <= response.status_code < 300:
@@ -475,19 +493,34 @@ class CloudBackend:
             await _finish_off(response.aclose())
             self._watch_pool()
 
-    async def _send(self, request: ChatRequest, attempts: list[int], bounds: _Bounds) -> "httpx.Response":
+    def _on_retry(self, request: ChatRequest) -> Callable[[int], None] | None:
+        """Says "openai: retry 1/2" to the router's status callback, when the request carries one."""
+        on_status = request.metadata.get("on_status")
+        if not callable(on_status):
+            return None
+        return lambda attempt: on_status(f"{self.name}: retry {attempt - 1}/{self.cfg.retries}")
+
+    async def _send(self, request: ChatRequest, attempts: list[int], bounds: _Bounds) -> httpx.Response:
         """POST (retried by the transport) until the response headers, within the first-token deadline."""
         import httpx
 
-        headers = {**self.cfg.extra_headers, **self._request_headers(request), **self._auth_headers(self.__api_key),
-                   "accept": "text/event-stream"}
+        headers = {
+            **self.cfg.extra_headers,
+            **self._request_headers(request),
+            **self._auth_headers(self.__api_key),
+            "accept": "text/event-stream",
+        }
         deadline = min(bounds.first, bounds.total)
         http_request = self._client.build_request(
             "POST",
             self._endpoint(),
             json=self._request_body(replace(request, stream=True)),
             headers=headers,
-            extensions={_ATTEMPTS_KEY: attempts, "retry": self._retry.for_deadline(deadline)},
+            extensions={
+                _ATTEMPTS_KEY: attempts,
+                "retry": self._retry.for_deadline(deadline),
+                _RETRY_KEY: self._on_retry(request),
+            },
         )
         try:
             async with asyncio.timeout_at(deadline):
@@ -497,8 +530,11 @@ class CloudBackend:
         except _WaitBeyondDeadline as exc:
             raise self._error(
                 UnavailableError,
-                (f"upstream answered {exc.status} and asked to wait {exc.wait:g} s" if exc.status else
-                 f"the next retry would come after {exc.wait:.1f} s")
+                (
+                    f"upstream answered {exc.status} and asked to wait {exc.wait:g} s"
+                    if exc.status
+                    else f"the next retry would come after {exc.wait:.1f} s"
+                )
                 + f", past the first-token deadline ({max(exc.left, 0.0):.1f} s left)",
                 attempts[0],
                 status=exc.status,
@@ -507,7 +543,7 @@ class CloudBackend:
             raise self._transport_error(exc, attempts[0]) from exc
 
     async def _read_body(
-        self, response: "httpx.Response", bounds: _Bounds, attempts: list[int], limit: int | None = None
+        self, response: httpx.Response, bounds: _Bounds, attempts: list[int], limit: int | None = None
     ) -> bytes:
         import httpx
 
@@ -533,7 +569,7 @@ class CloudBackend:
         elif exc.which == "idle":
             text = f"stream stalled: nothing received for {self.cfg.idle_timeout:g} s (idle timeout)"
         else:
-            text = f"no complete answer within the total timeout ({self.cfg.total_timeout:g} s)"
+            text = f"no complete answer within the total timeout ({self.cfg.total_timeout or 0:g} s)"
         return self._error(UnavailableError, text, attempts)
 
     async def _timed(self, source: AsyncIterator[Any], bounds: _Bounds) -> AsyncGenerator[Any, None]:
@@ -555,7 +591,7 @@ class CloudBackend:
             await _aclose(iterator)
 
     async def _read_stream(
-        self, response: "httpx.Response", request: ChatRequest, bounds: _Bounds, attempts: list[int]
+        self, response: httpx.Response, request: ChatRequest, bounds: _Bounds, attempts: list[int]
     ) -> AsyncGenerator[Chunk, None]:
         import httpx
 
@@ -583,7 +619,7 @@ class CloudBackend:
                 try:
                     chunks, model, done = decoder.feed(event.event, event.data, model)
                 except UnavailableError as exc:
-                    raise self._adopt(exc, attempts[0])
+                    raise self._adopt(exc, attempts[0]) from None
                 except Exception as exc:
                     raise self._error(
                         UnavailableError, f"malformed stream data: {type(exc).__name__}: {exc}", attempts[0]
@@ -619,7 +655,7 @@ class CloudBackend:
             body = json.loads(raw)
             result = self._parse_result(body)
         except UnavailableError as exc:
-            raise self._adopt(exc, attempts[0])
+            raise self._adopt(exc, attempts[0]) from None
         except Exception as exc:
             # Whatever the parser calls it (even a RejectedError), a bad answer is the upstream's fault.
             raise self._error(

@@ -30,9 +30,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import pybreaker
 
@@ -148,7 +149,7 @@ class _Storage(pybreaker.CircuitBreakerStorage):
     @property
     def opened_at(self) -> datetime | None:
         at = self.current.opened_at
-        return None if at is None else datetime.fromtimestamp(at, timezone.utc)
+        return None if at is None else datetime.fromtimestamp(at, UTC)
 
     @opened_at.setter
     def opened_at(self, when: datetime) -> None:
@@ -156,7 +157,7 @@ class _Storage(pybreaker.CircuitBreakerStorage):
 
 
 class _Relay(pybreaker.CircuitBreakerListener):
-    def __init__(self, owner: "BackendBreaker") -> None:
+    def __init__(self, owner: BackendBreaker) -> None:
         self._owner = owner
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old: object, new: object) -> None:
@@ -167,8 +168,7 @@ class _Relay(pybreaker.CircuitBreakerListener):
 
 
 class BackendBreaker:
-    def __init__(self, backend: str, fail_max: int, reset_timeout: float,
-                 shared: BreakerStates | None = None) -> None:
+    def __init__(self, backend: str, fail_max: int, reset_timeout: float, shared: BreakerStates | None = None) -> None:
         self.backend = backend
         self._storage = _Storage(backend, shared if shared is not None else MemoryBreakerStates())
         self._cb = pybreaker.CircuitBreaker(
@@ -227,7 +227,7 @@ class BackendBreaker:
         if opened_at is None:
             return 0.0
         due = opened_at + timedelta(seconds=self._cb.reset_timeout)
-        return max(0.0, (due - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, (due - datetime.now(UTC)).total_seconds())
 
     def add_listener(self, fn: Callable[[BreakerEvent], None]) -> None:
         self._listeners.append(fn)

@@ -239,7 +239,7 @@ class LocalEngine:
         def begin() -> None:
             self._worker.enqueue(self._prepare(info, request, handle))
 
-        finished = False
+        finished = first_sent = False
         try:
             try:
                 await self._worker.run(begin)
@@ -251,7 +251,10 @@ class LocalEngine:
             while True:
                 item = await handle.queue.get()
                 if isinstance(item, str):
-                    yield Chunk(text=item, backend=self.name, model=info.id)
+                    # The first chunk says how long the prompt was (exact input tokens up front).
+                    usage = None if first_sent else Usage(handle.prompt_tokens)
+                    first_sent = True
+                    yield Chunk(text=item, usage=usage, backend=self.name, model=info.id)
                 elif isinstance(item, Finished):
                     finished = True
                     self._latencies.append(time.perf_counter() - received)
@@ -278,8 +281,18 @@ class LocalEngine:
         """On the MLX thread: load the model if needed, render the prompt, check it fits."""
         started = time.perf_counter()
         was_loaded = self._manager.is_loaded(info.id)
+        # The router's "what is this request waiting on" callback, when it gave one ("loading demo 45%").
+        hook = request.metadata.get("on_status")
+        on_status: Callable[[str], None] | None = hook if callable(hook) else None
+        progress: Callable[[LoadProgress], None] | None = None
+        if on_status is not None:
+            report = on_status
+
+            def progress(p: LoadProgress) -> None:
+                report(f"loading {info.id} {p.fraction:.0%}")
+
         # A client that goes away during the load stops it too (between load stages).
-        loaded = self._manager.get(info, cancel=handle.cancelled)
+        loaded = self._manager.get(info, progress=progress, cancel=handle.cancelled)
         load_s = 0.0 if was_loaded else time.perf_counter() - started
         prompt = render_prompt(loaded.tokenizer, request)
         if not prompt:
@@ -287,6 +300,7 @@ class LocalEngine:
         context = context_length(info, loaded)
         if len(prompt) >= context:
             raise ContextLengthError(len(prompt), context, info.id, backend=self.name)
+        handle.prompt_tokens = len(prompt)
         params = GenParams(
             # Never generate past the model's context window, whatever max_tokens says.
             max_tokens=max(1, min(request.max_tokens or DEFAULT_MAX_TOKENS, context - len(prompt))),
@@ -295,7 +309,9 @@ class LocalEngine:
             seed=request.seed,
             stop=tuple(s for s in request.stop if s),
         )
-        return Submission(handle, info.id, loaded.model, loaded.tokenizer, prompt, params, request.priority, load_s)
+        return Submission(
+            handle, info.id, loaded.model, loaded.tokenizer, prompt, params, request.priority, load_s, on_status
+        )
 
     def _record_error(self, exc: EngineError) -> None:
         self._errors += 1

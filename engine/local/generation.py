@@ -70,6 +70,7 @@ class GenerationHandle:
         # Written by the MLX thread only; read by tests and the engine.
         self.prefill_chunks = 0
         self.admitted = False
+        self.prompt_tokens = 0  # set before the first token: the listener's message_start reports it
         # Called on the MLX thread after each prompt chunk with the chunks read so far; must not
         # block (it may set `cancelled`: the request then leaves before the next chunk).
         self.on_prefill_chunk: Callable[[int], None] | None = None
@@ -120,6 +121,9 @@ class Submission:
     params: GenParams
     priority: str = "normal"
     load_s: float = 0.0
+    # The router's status hook ("queued, 2 ahead"), called on the MLX thread when the place changes.
+    on_status: Callable[[str], None] | None = None
+    said_ahead: int = -1
 
 
 @dataclass
@@ -274,6 +278,13 @@ class MLXWorker:
             self._batches[sub.model_id] = batch
         batch.queue.push(sub, sub.priority, time.perf_counter())
 
+    def _say_places(self, batch: _Batch) -> None:
+        """Tell each waiting request how many are ahead of it, when that changed."""
+        for ahead, sub in enumerate(batch.queue.in_order(time.perf_counter())):
+            if sub.on_status is not None and sub.said_ahead != ahead:
+                sub.said_ahead = ahead
+                sub.on_status(f"queued, {ahead} ahead")
+
     def _make_generator(self, model: Any, tokenizer: Any) -> Any:
         from mlx_lm.generate import BatchGenerator
 
@@ -312,6 +323,7 @@ class MLXWorker:
                     continue
                 self._drop_cancelled(batch)
                 self._admit(model_id, batch)
+                self._say_places(batch)
                 if batch.active:
                     self._step(model_id, batch)
             self._publish()

@@ -63,6 +63,11 @@ class AdmissionQueue(Generic[T]):
     def items(self) -> list[T]:
         return [w.item for w in self._waiting]
 
+    def in_order(self, now: float) -> list[T]:
+        """The waiting items in the order they would be admitted (class with aging, then arrival)."""
+        ranked = sorted(self._waiting, key=lambda w: (self.effective_rank(w.priority, now - w.since), w.seq))
+        return [w.item for w in ranked]
+
     def effective_rank(self, priority: str, waited_s: float) -> float:
         return RANK[priority] - max(0.0, waited_s) / self.aging_s
 

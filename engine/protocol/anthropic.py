@@ -25,11 +25,20 @@ from engine.types import (
 )
 
 _STOP_IN: dict[str, FinishReason] = {
-    "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
-    "pause_turn": "stop", "refusal": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+    "refusal": "stop",
 }
-_STOP_OUT = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "error": "end_turn",
-             "cancelled": "end_turn"}
+_STOP_OUT = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "error": "end_turn",
+    "cancelled": "end_turn",
+}
 
 
 def map_stop_reason(reason: str | None) -> FinishReason | None:
@@ -44,8 +53,11 @@ def stop_reason_out(reason: str | None) -> str | None:
 
 
 def _attachment_block(a: Attachment) -> dict[str, Any]:
-    source = ({"type": "url", "url": a.url} if a.url else
-              {"type": "base64", "media_type": a.media_type or "", "data": a.data or ""})
+    source = (
+        {"type": "url", "url": a.url}
+        if a.url
+        else {"type": "base64", "media_type": a.media_type or "", "data": a.data or ""}
+    )
     return {"type": a.kind, "source": source}
 
 
@@ -55,8 +67,9 @@ def _turn_blocks(m: Message, i: int) -> tuple[str, list[dict[str, Any]]]:
     if m.role == "tool":
         content: Any = m.content
         if m.attachments:
-            content = ([{"type": "text", "text": m.content}] if m.content else []) + \
-                [_attachment_block(a) for a in m.attachments]
+            content = ([{"type": "text", "text": m.content}] if m.content else []) + [
+                _attachment_block(a) for a in m.attachments
+            ]
         block = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": content}
         if m.is_error:
             block["is_error"] = True
@@ -136,7 +149,8 @@ def passthrough_headers(req: ChatRequest) -> dict[str, str]:
 def _tool_choice_to(choice: Any) -> dict[str, Any]:
     if isinstance(choice, dict):
         return {"type": "tool", "name": choice["name"]}
-    return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(choice, {"type": "auto"})
+    kinds = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
+    return kinds.get(choice, {"type": "auto"})
 
 
 def _tool_choice_from(choice: Any) -> Any:
@@ -159,6 +173,8 @@ def _tool_choice_from(choice: Any) -> Any:
 
 # Headers of an Anthropic client that an Anthropic upstream needs to understand its body.
 FORWARDED_HEADERS = ("anthropic-beta",)
+# Blocks that only one side of the conversation writes (a thinking block anywhere is skipped).
+_OWNED_BLOCKS = {"tool_use": "assistant", "tool_result": "user"}
 # Decided by the route and the listener, so never passed through.
 _NOT_PASSED = ("model", "stream")
 
@@ -192,8 +208,12 @@ def _attachment(b: dict[str, Any], where: str) -> Attachment:
         raise bad(f"{where}.source.data", "must be a base64 string")
     if source["type"] == "url" and not isinstance(source.get("url"), str):
         raise bad(f"{where}.source.url", "must be a string")
-    return Attachment(kind=b["type"], media_type=source.get("media_type"), data=source.get("data"),
-                      url=source.get("url") if isinstance(source.get("url"), str) else None)
+    return Attachment(
+        kind=b["type"],
+        media_type=source.get("media_type"),
+        data=source.get("data"),
+        url=source.get("url") if isinstance(source.get("url"), str) else None,
+    )
 
 
 def _tool_result(b: dict[str, Any], where: str) -> Message:
@@ -209,8 +229,13 @@ def _tool_result(b: dict[str, Any], where: str) -> Message:
     is_error = b.get("is_error", False)
     if not isinstance(is_error, bool):
         raise bad(f"{where}.is_error", "must be a boolean")
-    return Message(role="tool", content="".join(texts), tool_call_id=str(b.get("tool_use_id") or ""),
-                   attachments=tuple(attachments), is_error=is_error)
+    return Message(
+        role="tool",
+        content="".join(texts),
+        tool_call_id=str(b.get("tool_use_id") or ""),
+        attachments=tuple(attachments),
+        is_error=is_error,
+    )
 
 
 def _system_text(content: Any, field: str) -> str:
@@ -246,21 +271,25 @@ def _parse_message(m: Any, i: int) -> list[Message]:
                 raise bad(f"{where}.name", "is required")
             if b.get("input") is not None and not isinstance(b["input"], dict):
                 raise bad(f"{where}.input", "must be an object")
-            calls.append(ToolCall(id=str(b.get("id") or f"toolu_{i}_{j}"), name=b["name"],
-                                  arguments=json.dumps(b.get("input") or {})))
+            calls.append(
+                ToolCall(
+                    id=str(b.get("id") or f"toolu_{i}_{j}"), name=b["name"], arguments=json.dumps(b.get("input") or {})
+                )
+            )
         elif kind == "tool_result" and role == "user":
             if texts or attachments:
                 out.append(Message(role="user", content="".join(texts), attachments=tuple(attachments)))
                 texts, attachments = [], []
             out.append(_tool_result(b, where))
             results += 1
-        elif role == "user":
+        elif _OWNED_BLOCKS.get(kind, role) != role:
+            raise bad(f"{where}.type", f"{kind!r} blocks belong to {_OWNED_BLOCKS[kind]} turns")
+        elif role == "user" and kind not in ("thinking", "redacted_thinking"):
             attachments.append(_attachment(b, where))
-        # Anything else in an assistant turn (thinking, redacted_thinking, server tool blocks) is
+        # Anything else (thinking, redacted_thinking, an assistant's server tool blocks) is
         # the upstream's own record: an Anthropic upstream gets it back as sent, others skip it.
     if texts or attachments or calls or not results:
-        out.append(Message(role=role, content="".join(texts), tool_calls=tuple(calls),
-                           attachments=tuple(attachments)))
+        out.append(Message(role=role, content="".join(texts), tool_calls=tuple(calls), attachments=tuple(attachments)))
     return out
 
 
@@ -274,8 +303,9 @@ def _parse_tools(raw_tools: Any) -> list[ToolSpec]:
         if t.get("type") not in (None, "custom"):
             # A server tool (web_search_..., bash_...): only Anthropic runs it; it stays in the passthrough.
             continue
-        tools.append(parse_tool(t.get("name"), t.get("description"), t.get("input_schema"), f"tools[{j}]",
-                                "input_schema"))
+        tools.append(
+            parse_tool(t.get("name"), t.get("description"), t.get("input_schema"), f"tools[{j}]", "input_schema")
+        )
     return tools
 
 
@@ -289,8 +319,10 @@ def request_from_anthropic(body: Any, headers: Mapping[str, str] | None = None) 
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise bad("max_tokens", "is required")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+    integral = isinstance(max_tokens, int) or (isinstance(max_tokens, float) and max_tokens.is_integer())
+    if isinstance(max_tokens, bool) or not integral:
         raise bad("max_tokens", "must be an integer")
+    max_tokens = int(max_tokens)  # JSON has one number type: 5.0 is the integer 5
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise bad("messages", "is required and must be a non-empty list")
@@ -336,15 +368,18 @@ def response_from_anthropic(body: Any) -> ChatResult:
         if b.get("type") == "text":
             texts.append(b.get("text", ""))
         elif b.get("type") == "tool_use":
-            calls.append(ToolCall(id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {})))
+            calls.append(
+                ToolCall(id=b.get("id", ""), name=b.get("name", ""), arguments=json.dumps(b.get("input") or {}))
+            )
         elif b.get("type") in ("thinking", "redacted_thinking"):
             thinking.append(_thinking_of(b, len(thinking)))
     usage = body.get("usage") or {}
     return ChatResult(
         text="".join(texts),
         finish_reason=map_stop_reason(body.get("stop_reason")) or "stop",
-        usage=Usage(prompt_tokens=int(usage.get("input_tokens") or 0),
-                    completion_tokens=int(usage.get("output_tokens") or 0)),
+        usage=Usage(
+            prompt_tokens=int(usage.get("input_tokens") or 0), completion_tokens=int(usage.get("output_tokens") or 0)
+        ),
         tool_calls=calls,
         model=body.get("model"),
         thinking=thinking,
@@ -396,6 +431,7 @@ class AnthropicStreamDecoder:
 
     def __init__(self) -> None:
         self._input_tokens = 0
+        self._input_pending = False
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
         self._thinking_index: dict[int, int] = {}  # content block index -> thinking block index
 
@@ -403,11 +439,24 @@ class AnthropicStreamDecoder:
         if event == "error":
             err = obj.get("error") or {}
             kind, message = err.get("type", "error"), err.get("message", "")
-            raise UnavailableError(f"upstream {kind}: {message}", upstream_message=message)
+            raise UnavailableError(
+                f"upstream {kind}: {message}",
+                upstream_message=message,
+                status=529 if kind == "overloaded_error" else None,
+            )
         if event == "message_start":
             usage = (obj.get("message") or {}).get("usage") or {}
             self._input_tokens = int(usage.get("input_tokens") or 0)
+            self._input_pending = True
             return []
+        chunks = self._feed(event, obj)
+        if chunks and self._input_pending:
+            # The first chunk carries message_start's input_tokens, for the listener's own message_start.
+            self._input_pending = False
+            chunks[0].usage = chunks[0].usage or Usage(prompt_tokens=self._input_tokens)
+        return chunks
+
+    def _feed(self, event: str, obj: dict[str, Any]) -> list[Chunk]:
         if event == "content_block_start":
             block = obj.get("content_block") or {}
             if block.get("type") == "tool_use":
@@ -428,18 +477,27 @@ class AnthropicStreamDecoder:
                 return [Chunk(tool_calls=[ToolCallDelta(index=idx, arguments=delta.get("partial_json", ""))])]
             if delta.get("type") in ("thinking_delta", "signature_delta"):
                 idx = self._thinking_index.setdefault(int(obj.get("index", 0)), len(self._thinking_index))
-                return [Chunk(thinking=[ThinkingDelta(idx, str(delta.get("thinking") or ""),
-                                                      str(delta.get("signature") or ""))])]
+                return [
+                    Chunk(
+                        thinking=[
+                            ThinkingDelta(idx, str(delta.get("thinking") or ""), str(delta.get("signature") or ""))
+                        ]
+                    )
+                ]
             return []
         if event == "message_delta":
             delta = obj.get("delta") or {}
             usage = obj.get("usage") or {}
             reason = map_stop_reason(delta.get("stop_reason"))
-            return [Chunk(
-                finish_reason=reason,
-                usage=Usage(prompt_tokens=int(usage.get("input_tokens") or self._input_tokens),
-                            completion_tokens=int(usage.get("output_tokens") or 0)),
-            )]
+            return [
+                Chunk(
+                    finish_reason=reason,
+                    usage=Usage(
+                        prompt_tokens=int(usage.get("input_tokens") or self._input_tokens),
+                        completion_tokens=int(usage.get("output_tokens") or 0),
+                    ),
+                )
+            ]
         return []
 
 
@@ -463,10 +521,24 @@ class AnthropicStreamEncoder:
         if self._started:
             return []
         self._started = True
-        return [("message_start", {"type": "message_start", "message": {
-            "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-            "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": self._usage.prompt_tokens, "output_tokens": 0}}})]
+        return [
+            (
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": self.id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": self.model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": self._usage.prompt_tokens, "output_tokens": 0},
+                    },
+                },
+            )
+        ]
 
     def _close_block(self) -> list[tuple[str, dict[str, Any]]]:
         if self._block is None:
@@ -480,8 +552,9 @@ class AnthropicStreamEncoder:
             return []
         out = self._close_block()
         self._block = (kind, key)
-        out.append(("content_block_start", {"type": "content_block_start", "index": self._next_block,
-                                             "content_block": block}))
+        out.append(
+            ("content_block_start", {"type": "content_block_start", "index": self._next_block, "content_block": block})
+        )
         self._next_block += 1
         return out
 
@@ -497,22 +570,43 @@ class AnthropicStreamEncoder:
         return out
 
     def encode(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
+        if chunk.usage is not None:  # before message_start: a first chunk may carry the input tokens
+            self._usage = Usage(
+                prompt_tokens=chunk.usage.prompt_tokens or self._usage.prompt_tokens,
+                completion_tokens=chunk.usage.completion_tokens,
+            )
         out = self._start()
         for t in chunk.thinking:
             out += self._thinking(t)
         if chunk.text:
             out += self._open("text", 0, {"type": "text", "text": ""})
-            out.append(("content_block_delta", {"type": "content_block_delta", "index": self._next_block - 1,
-                                                 "delta": {"type": "text_delta", "text": chunk.text}}))
+            out.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": self._next_block - 1,
+                        "delta": {"type": "text_delta", "text": chunk.text},
+                    },
+                )
+            )
         for d in chunk.tool_calls:
-            out += self._open("tool", d.index, {"type": "tool_use", "id": d.id or f"toolu_{d.index}",
-                                                "name": d.name or "", "input": {}})
+            out += self._open(
+                "tool",
+                d.index,
+                {"type": "tool_use", "id": d.id or f"toolu_{d.index}", "name": d.name or "", "input": {}},
+            )
             if d.arguments:
-                out.append(("content_block_delta", {"type": "content_block_delta", "index": self._next_block - 1,
-                                                     "delta": {"type": "input_json_delta", "partial_json": d.arguments}}))
-        if chunk.usage is not None:
-            self._usage = Usage(prompt_tokens=chunk.usage.prompt_tokens or self._usage.prompt_tokens,
-                                completion_tokens=chunk.usage.completion_tokens)
+                out.append(
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": self._next_block - 1,
+                            "delta": {"type": "input_json_delta", "partial_json": d.arguments},
+                        },
+                    )
+                )
         if chunk.finish_reason and chunk.error is None:
             self._finish = chunk.finish_reason
         return out
@@ -525,10 +619,19 @@ class AnthropicStreamEncoder:
         if self._next_block == 0:
             out += self._open("text", 0, {"type": "text", "text": ""})
         out += self._close_block()
-        out.append(("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": stop_reason_out(self._finish) or "end_turn",
-                                                "stop_sequence": None},
-                                      "usage": {"output_tokens": self._usage.completion_tokens}}))
+        out.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason_out(self._finish) or "end_turn", "stop_sequence": None},
+                    "usage": {
+                        "input_tokens": self._usage.prompt_tokens,
+                        "output_tokens": self._usage.completion_tokens,
+                    },
+                },
+            )
+        )
         out.append(("message_stop", {"type": "message_stop"}))
         return out
 
@@ -539,9 +642,18 @@ class AnthropicStreamEncoder:
 
 # ---------------------------------------------------------------- errors
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 422: "invalid_request_error",
-                429: "rate_limit_error", 529: "overloaded_error", 503: "overloaded_error"}
+# overloaded_error is Anthropic's 529 only (an upstream said so); any other failure is api_error.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 
 
 def error_body_anthropic(err: EngineError) -> dict[str, Any]:

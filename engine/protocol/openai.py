@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from engine.types import (
     ChatResult,
     Chunk,
     EngineError,
+    FinishReason,
     Message,
     ToolCall,
     ToolCallDelta,
@@ -20,13 +22,16 @@ from engine.types import (
     Usage,
 )
 
-_FINISH_IN = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
-              "content_filter": "stop"}
+_FINISH_IN: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "stop",
+}
 
 
 # ---------------------------------------------------------------- helpers
-
-
 
 
 def _list(obj: dict[str, Any], key: str, field: str) -> list[Any]:
@@ -86,8 +91,11 @@ def _tool_choice_to(choice: Any) -> Any:
 def _tool_choice_from(choice: Any) -> Any:
     if choice is None or choice in ("auto", "none", "required"):
         return choice
-    if isinstance(choice, dict) and isinstance(choice.get("function"), dict) \
-            and isinstance(choice["function"].get("name"), str):
+    if (
+        isinstance(choice, dict)
+        and isinstance(choice.get("function"), dict)
+        and isinstance(choice["function"].get("name"), str)
+    ):
         return {"name": choice["function"]["name"]}
     raise bad("tool_choice", "must be 'auto', 'none', 'required' or {type: function, function: {name}}")
 
@@ -104,8 +112,11 @@ def _content_to(m: Message, i: int) -> Any:
     for a in m.attachments:
         if a.kind != "image" or m.role != "user":
             where = "a tool result" if m.role == "tool" else "a message"
-            raise bad(f"messages[{i}].content", f"{a.kind} content in {where} cannot be sent to an OpenAI-style "
-                      "backend; route this model to an anthropic backend")
+            raise bad(
+                f"messages[{i}].content",
+                f"{a.kind} content in {where} cannot be sent to an OpenAI-style "
+                "backend; route this model to an anthropic backend",
+            )
         parts.append({"type": "image_url", "image_url": {"url": a.url or f"data:{a.media_type};base64,{a.data}"}})
     return parts
 
@@ -138,8 +149,14 @@ def request_to_openai(req: ChatRequest, *, max_tokens_field: str = "max_tokens")
         body["stop"] = list(req.stop)
     if req.tools:
         body["tools"] = [
-            {"type": "function", "function": {"name": t.name, **({"description": t.description} if t.description else {}),
-                                              "parameters": t.parameters}}
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    **({"description": t.description} if t.description else {}),
+                    "parameters": t.parameters,
+                },
+            }
             for t in req.tools
         ]
     if req.tool_choice is not None:
@@ -153,9 +170,17 @@ def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not integral):
         raise bad(key, f"must be {'an integer' if kind is int else 'a number'}")
-    return value
+    return int(value) if kind is int else value  # JSON has one number type: 5.0 is the integer 5
+
+
+def _seed(body: dict[str, Any]) -> int | None:
+    seed: int | None = _number(body, "seed", int)
+    if seed is not None and not 0 <= seed < 2**64:  # MLX's random key takes an unsigned 64-bit seed
+        raise bad("seed", "must be between 0 and 2**64 - 1")
+    return seed
 
 
 def request_from_openai(body: Any) -> ChatRequest:
@@ -215,8 +240,11 @@ def request_from_openai(body: Any) -> ChatRequest:
         fn = t.get("function") if isinstance(t, dict) else None
         if not isinstance(fn, dict):
             raise bad(f"tools[{j}].function.name", "is required")
-        tools.append(parse_tool(fn.get("name"), fn.get("description"), fn.get("parameters"),
-                                f"tools[{j}].function", "parameters"))
+        tools.append(
+            parse_tool(
+                fn.get("name"), fn.get("description"), fn.get("parameters"), f"tools[{j}].function", "parameters"
+            )
+        )
     stream = parse_stream_flag(body)
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
@@ -230,7 +258,7 @@ def request_from_openai(body: Any) -> ChatRequest:
         temperature=_number(body, "temperature"),
         top_p=_number(body, "top_p"),
         stop=stops,
-        seed=_number(body, "seed", int),
+        seed=_seed(body),
         stream=stream,
         tools=tools,
         tool_choice=_tool_choice_from(body.get("tool_choice")),
@@ -249,12 +277,16 @@ def response_from_openai(body: Any) -> ChatResult:
     choice = body["choices"][0]
     message = choice.get("message") or {}
     calls = [
-        ToolCall(id=str(c.get("id") or f"call_{k}"), name=c["function"]["name"],
-                 arguments=c["function"].get("arguments") or "{}")
+        ToolCall(
+            id=str(c.get("id") or f"call_{k}"),
+            name=c["function"]["name"],
+            arguments=c["function"].get("arguments") or "{}",
+        )
         for k, c in enumerate(message.get("tool_calls") or [])
     ]
     return ChatResult(
-        text=_text_of(message.get("content"), "content") if not isinstance(message.get("content"), list)
+        text=_text_of(message.get("content"), "content")
+        if not isinstance(message.get("content"), list)
         else "".join(p.get("text", "") for p in message["content"] if isinstance(p, dict)),
         finish_reason=_FINISH_IN.get(choice.get("finish_reason") or "", "stop" if not calls else "tool_calls"),
         usage=_usage_from(body.get("usage")) or Usage(),
@@ -296,7 +328,7 @@ class OpenAIStreamDecoder:
     def __init__(self) -> None:
         # A usage-only chunk arrives after the finish_reason chunk; it repeats the finish reason
         # so that the last chunk of a stream always carries both.
-        self._finish: str | None = None
+        self._finish: FinishReason | None = None
 
     def feed(self, obj: dict[str, Any]) -> list[Chunk]:
         if "error" in obj and not obj.get("choices"):
@@ -320,11 +352,13 @@ class OpenAIStreamDecoder:
             content = delta.get("content")
             finish = choice.get("finish_reason")
             if content or deltas or finish:
-                out.append(Chunk(
-                    text=content or "",
-                    tool_calls=deltas,
-                    finish_reason=_FINISH_IN.get(finish, "stop") if finish else None,
-                ))
+                out.append(
+                    Chunk(
+                        text=content or "",
+                        tool_calls=deltas,
+                        finish_reason=_FINISH_IN.get(finish, "stop") if finish else None,
+                    )
+                )
                 self._finish = out[-1].finish_reason or self._finish
         usage = _usage_from(obj.get("usage"))
         if usage is not None:
@@ -348,7 +382,10 @@ class OpenAIStreamEncoder:
 
     def _obj(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         obj = {
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
         if self.include_usage:
@@ -363,11 +400,20 @@ class OpenAIStreamEncoder:
         if chunk.text:
             out.append(self._obj({"content": chunk.text}))
         if chunk.tool_calls:
-            out.append(self._obj({"tool_calls": [
-                {"index": d.index, **({"id": d.id, "type": "function"} if d.id else {}),
-                 "function": {**({"name": d.name} if d.name else {}), "arguments": d.arguments}}
-                for d in chunk.tool_calls
-            ]}))
+            out.append(
+                self._obj(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": d.index,
+                                **({"id": d.id, "type": "function"} if d.id else {}),
+                                "function": {**({"name": d.name} if d.name else {}), "arguments": d.arguments},
+                            }
+                            for d in chunk.tool_calls
+                        ]
+                    }
+                )
+            )
         if chunk.usage is not None:
             self._usage = chunk.usage
         if chunk.finish_reason and chunk.error is None and not self._finished:
@@ -378,26 +424,41 @@ class OpenAIStreamEncoder:
     def finish(self) -> list[dict[str, Any]]:
         if not self.include_usage:
             return []
-        return [{
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [], "usage": _usage_to(self._usage),
-        }]
+        return [
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": _usage_to(self._usage),
+            }
+        ]
 
 
 # ---------------------------------------------------------------- errors
 
 _ERROR_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
     429: "rate_limit_error",
 }
+# Field errors read "<field>: <why>" (common.bad, ChatRequest.validate): the field is OpenAI's `param`.
+_FIELD = re.compile(r"([A-Za-z_][\w.\[\]-]*): ")
 
 
 def error_body_openai(err: EngineError) -> dict[str, Any]:
     status = err.status or 500
     kind = _ERROR_TYPES.get(status, "service_unavailable" if status == 503 else "server_error")
-    code = {404: "model_not_found", 503: "backends_unavailable"}.get(status)
-    return {"error": {"message": str(err), "type": kind, "param": None, "code": code}}
+    # An error class may name its own code (the listener's unknown endpoint: "unknown_url").
+    code = getattr(err, "code", None) or {404: "model_not_found", 503: "backends_unavailable"}.get(status)
+    field = _FIELD.match(err.message) if status in (400, 413, 422) else None
+    return {"error": {"message": str(err), "type": kind, "param": field.group(1) if field else None, "code": code}}
 
 
 def parse_openai_error(status: int, body: Any) -> str:

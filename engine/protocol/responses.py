@@ -26,14 +26,25 @@ from engine.types import (
     Usage,
 )
 
-STATELESS = ("this listener is stateless: send the whole conversation in `input` with `store: false` "
-             "(previous_response_id and stored responses are not kept)")
+STATELESS = (
+    "this listener is stateless: send the whole conversation in `input` with `store: false` "
+    "(previous_response_id and stored responses are not kept)"
+)
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 # Input items a chat backend has no use for: the model's own bookkeeping (reasoning, compaction)
 # and the records of hosted tools that only run at OpenAI.
-_IGNORED_ITEMS = ("reasoning", "compaction", "compaction_summary", "web_search_call", "file_search_call",
-                  "image_generation_call", "code_interpreter_call", "mcp_list_tools", "tool_search_call",
-                  "tool_search_output")
+_IGNORED_ITEMS = (
+    "reasoning",
+    "compaction",
+    "compaction_summary",
+    "web_search_call",
+    "file_search_call",
+    "image_generation_call",
+    "code_interpreter_call",
+    "mcp_list_tools",
+    "tool_search_call",
+    "tool_search_output",
+)
 
 
 # ---------------------------------------------------------------- Responses -> canonical
@@ -43,9 +54,13 @@ def _number(body: dict[str, Any], key: str, integer: bool = False) -> Any:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and isinstance(value, float) and not value.is_integer())
+    ):
         raise bad(key, "must be an integer" if integer else "must be a number")
-    return value
+    return int(value) if integer else value  # JSON has one number type: 5.0 is the integer 5
 
 
 def _parts(content: Any, where: str) -> tuple[str, tuple[Attachment, ...]]:
@@ -115,12 +130,13 @@ def _input_messages(raw: Any) -> list[Message]:
                     raise bad(f"{where}.{key}", "is required")
             # A custom (free-form) tool's input travels as the single argument "input".
             args = item.get("arguments", "{}") if kind == "function_call" else {"input": item.get("input", "")}
-            call = ToolCall(id=item["call_id"], name=item["name"], arguments=args if isinstance(args, str)
-                            else json.dumps(args))
+            call = ToolCall(
+                id=item["call_id"], name=item["name"], arguments=args if isinstance(args, str) else json.dumps(args)
+            )
             prev = out[-1] if out else None
             # Parallel calls arrive as consecutive items: one assistant turn holds them all.
             if prev is not None and prev.role == "assistant":
-                out[-1] = Message(role="assistant", content=prev.content, tool_calls=prev.tool_calls + (call,))
+                out[-1] = Message(role="assistant", content=prev.content, tool_calls=(*prev.tool_calls, call))
             else:
                 out.append(Message(role="assistant", tool_calls=(call,)))
         elif kind in ("function_call_output", "custom_tool_call_output"):
@@ -133,8 +149,10 @@ def _input_messages(raw: Any) -> list[Message]:
         elif kind == "item_reference":
             raise bad(f"{where}.type", "item_reference: " + STATELESS)
         else:
-            raise bad(f"{where}.type", f"unsupported input item {kind!r} (messages, function_call and "
-                      "function_call_output are)")
+            raise bad(
+                f"{where}.type",
+                f"unsupported input item {kind!r} (messages, function_call and function_call_output are)",
+            )
     if not out:
         raise bad("input", "has no message")
     return out
@@ -157,16 +175,24 @@ def _tools(raw: Any) -> tuple[list[ToolSpec], dict[str, str]]:
         if not isinstance(t, dict):
             raise bad(f"tools[{j}]", "must be an object")
         if t.get("type") == "function":
-            tools.append(parse_tool(t.get("name"), t.get("description"), t.get("parameters"), f"tools[{j}]",
-                                    "parameters"))
+            tools.append(
+                parse_tool(t.get("name"), t.get("description"), t.get("parameters"), f"tools[{j}]", "parameters")
+            )
         elif t.get("type") == "namespace":
             inner = t.get("tools")
             if not isinstance(t.get("name"), str) or not isinstance(inner, list):
                 raise bad(f"tools[{j}]", "a namespace needs a name and a list of tools")
             for k, f in enumerate(inner):
                 if isinstance(f, dict) and f.get("type") == "function":
-                    tools.append(parse_tool(f.get("name"), f.get("description"), f.get("parameters"),
-                                            f"tools[{j}].tools[{k}]", "parameters"))
+                    tools.append(
+                        parse_tool(
+                            f.get("name"),
+                            f.get("description"),
+                            f.get("parameters"),
+                            f"tools[{j}].tools[{k}]",
+                            "parameters",
+                        )
+                    )
                     spaces[f["name"]] = t["name"]
     return tools, spaces
 
@@ -217,20 +243,36 @@ def request_from_responses(body: Any) -> ChatRequest:
 
 
 def _usage(u: Usage) -> dict[str, Any]:
-    return {"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": u.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": u.total_tokens}
+    return {
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": u.total_tokens,
+    }
 
 
 def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
-    return {"id": item_id, "type": "message", "role": "assistant", "status": status,
-            "content": [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []}
+    return {
+        "id": item_id,
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else [],
+    }
 
 
-def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed",
-               namespace: str | None = None) -> dict[str, Any]:
-    item = {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name,
-            "arguments": arguments}
+def _call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed", namespace: str | None = None
+) -> dict[str, Any]:
+    item = {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
     if namespace:
         item["namespace"] = namespace
     return item
@@ -244,20 +286,47 @@ class ResponseShell:
         self.created = int(created if created is not None else time.time())
         choice = req.tool_choice
         self.echo: dict[str, Any] = {
-            "instructions": None, "max_output_tokens": req.max_tokens, "temperature": req.temperature,
-            "top_p": req.top_p, "parallel_tool_calls": True, "previous_response_id": None, "store": False,
-            "tool_choice": {"type": "function", "name": choice["name"]} if isinstance(choice, dict)
+            "instructions": None,
+            "max_output_tokens": req.max_tokens,
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "store": False,
+            "tool_choice": {"type": "function", "name": choice["name"]}
+            if isinstance(choice, dict)
             else choice or "auto",
-            "tools": [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters,
-                       "strict": False} for t in req.tools],
-            "text": {"format": {"type": "text"}}, "truncation": "disabled", "metadata": {},
+            "tools": [
+                {
+                    "type": "function",
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.parameters,
+                    "strict": False,
+                }
+                for t in req.tools
+            ],
+            "text": {"format": {"type": "text"}},
+            "truncation": "disabled",
+            "metadata": {},
         }
 
-    def render(self, status: str, output: list[dict[str, Any]], usage: Usage | None = None,
-               finish: str | None = None, error: EngineError | None = None) -> dict[str, Any]:
+    def render(
+        self,
+        status: str,
+        output: list[dict[str, Any]],
+        usage: Usage | None = None,
+        finish: str | None = None,
+        error: EngineError | None = None,
+    ) -> dict[str, Any]:
         return {
-            "id": self.id, "object": "response", "created_at": self.created, "status": status, "model": self.model,
-            "output": output, "usage": _usage(usage) if usage is not None else None,
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created,
+            "status": status,
+            "model": self.model,
+            "output": output,
+            "usage": _usage(usage) if usage is not None else None,
             "error": {"code": "server_error", "message": str(error)} if error is not None else None,
             "incomplete_details": {"reason": "max_output_tokens"} if finish == "length" else None,
             **self.echo,
@@ -272,17 +341,22 @@ def _final_status(finish: str | None) -> str:
     return "incomplete" if finish == "length" else "completed"
 
 
-def response_to_responses(result: ChatResult, req: ChatRequest, *, id: str,
-                          created: float | None = None) -> dict[str, Any]:
+def response_to_responses(
+    result: ChatResult, req: ChatRequest, *, id: str, created: float | None = None
+) -> dict[str, Any]:
     """A whole answer as one response object."""
     output: list[dict[str, Any]] = []
     if result.text or not result.tool_calls:
         output.append(_message_item(f"msg_{id}", result.text))
     for k, c in enumerate(result.tool_calls):
-        output.append(_call_item(f"fc_{id}_{k}", c.id or f"call_{id}_{k}", c.name, c.arguments,
-                                 namespace=_namespaces(req).get(c.name)))
-    return ResponseShell(req, f"resp_{id}", created).render(_final_status(result.finish_reason), output,
-                                                            result.usage, result.finish_reason)
+        output.append(
+            _call_item(
+                f"fc_{id}_{k}", c.id or f"call_{id}_{k}", c.name, c.arguments, namespace=_namespaces(req).get(c.name)
+            )
+        )
+    return ResponseShell(req, f"resp_{id}", created).render(
+        _final_status(result.finish_reason), output, result.usage, result.finish_reason
+    )
 
 
 class _Item:
@@ -332,8 +406,10 @@ class ResponsesStreamEncoder:
             return []
         self._started = True
         snapshot = self._shell.render("in_progress", [])
-        return [self._event("response.created", response=snapshot),
-                self._event("response.in_progress", response=snapshot)]
+        return [
+            self._event("response.created", response=snapshot),
+            self._event("response.in_progress", response=snapshot),
+        ]
 
     def _add(self, kind: str, call_id: str = "", name: str = "") -> tuple[_Item, list[tuple[str, dict[str, Any]]]]:
         n = len(self._items)
@@ -341,23 +417,39 @@ class ResponsesStreamEncoder:
         self._items.append(item)
         if kind == "message":
             return item, [
-                self._event("response.output_item.added", output_index=n, item=_message_item(item.id, "", "in_progress")),
-                self._event("response.content_part.added", item_id=item.id, output_index=n, content_index=0,
-                            part={"type": "output_text", "text": "", "annotations": []})]
-        return item, [self._event("response.output_item.added", output_index=n,
-                                  item=_call_item(item.id, call_id, name, "", "in_progress", self._spaces.get(name)))]
+                self._event(
+                    "response.output_item.added", output_index=n, item=_message_item(item.id, "", "in_progress")
+                ),
+                self._event(
+                    "response.content_part.added",
+                    item_id=item.id,
+                    output_index=n,
+                    content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": []},
+                ),
+            ]
+        return item, [
+            self._event(
+                "response.output_item.added",
+                output_index=n,
+                item=_call_item(item.id, call_id, name, "", "in_progress", self._spaces.get(name)),
+            )
+        ]
 
     def _close(self, item: _Item) -> list[tuple[str, dict[str, Any]]]:
         at = {"item_id": item.id, "output_index": item.output_index}
         text = "".join(item.text)
         if item.kind == "message":
             part = {"type": "output_text", "text": text, "annotations": []}
-            out = [self._event("response.output_text.done", **at, content_index=0, text=text, logprobs=[]),
-                   self._event("response.content_part.done", **at, content_index=0, part=part)]
+            out = [
+                self._event("response.output_text.done", **at, content_index=0, text=text, logprobs=[]),
+                self._event("response.content_part.done", **at, content_index=0, part=part),
+            ]
         else:
             out = [self._event("response.function_call_arguments.done", **at, name=item.name, arguments=text)]
-        out.append(self._event("response.output_item.done", output_index=item.output_index,
-                               item=item.done(self._spaces)))
+        out.append(
+            self._event("response.output_item.done", output_index=item.output_index, item=item.done(self._spaces))
+        )
         return out
 
     def encode(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
@@ -368,8 +460,16 @@ class ResponsesStreamEncoder:
                 item, events = self._add("message")
                 out += events
             item.text.append(chunk.text)
-            out.append(self._event("response.output_text.delta", item_id=item.id, output_index=item.output_index,
-                                   content_index=0, delta=chunk.text, logprobs=[]))
+            out.append(
+                self._event(
+                    "response.output_text.delta",
+                    item_id=item.id,
+                    output_index=item.output_index,
+                    content_index=0,
+                    delta=chunk.text,
+                    logprobs=[],
+                )
+            )
         for d in chunk.tool_calls:
             call = self._calls.get(d.index)
             if call is None:
@@ -380,8 +480,14 @@ class ResponsesStreamEncoder:
                 call.name = d.name
             if d.arguments:
                 call.text.append(d.arguments)
-                out.append(self._event("response.function_call_arguments.delta", item_id=call.id,
-                                       output_index=call.output_index, delta=d.arguments))
+                out.append(
+                    self._event(
+                        "response.function_call_arguments.delta",
+                        item_id=call.id,
+                        output_index=call.output_index,
+                        delta=d.arguments,
+                    )
+                )
         if chunk.usage is not None:
             self._usage = chunk.usage
         if chunk.finish_reason and chunk.error is None:
@@ -410,8 +516,9 @@ class ResponsesStreamEncoder:
         self._ended = True
         out = self._start()
         output = [{**item.done(self._spaces), "status": "incomplete"} for item in self._items]
-        out.append(self._event("response.failed",
-                               response=self._shell.render("failed", output, self._usage, error=err)))
+        out.append(
+            self._event("response.failed", response=self._shell.render("failed", output, self._usage, error=err))
+        )
         return out
 
 

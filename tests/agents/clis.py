@@ -37,16 +37,30 @@ def _installed_version(package: str) -> str | None:
 
 def install_clis() -> dict[str, Path]:
     """The pinned CLIs' executables, installing them first when missing or of another version."""
-    wanted = [f"{pkg}@{version}" for pkg, version in PACKAGES.values()
-              if _installed_version(pkg) != version]
+    wanted = [f"{pkg}@{version}" for pkg, version in PACKAGES.values() if _installed_version(pkg) != version]
     if wanted:
         npm = shutil.which("npm")
         if npm is None:
             raise CLIUnavailable("npm is not on PATH: the agent end-to-end tests need node and npm")
         PREFIX.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([npm, "install", "--prefix", str(PREFIX), "--no-audit", "--no-fund",
-                               "--no-save", "--loglevel", "error", *wanted],
-                              capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(PREFIX),
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+                "--loglevel",
+                "error",
+                *wanted,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT_S,
+            check=False,
+        )
         if done.returncode != 0:
             raise CLIUnavailable(f"npm install {' '.join(wanted)} failed: {done.stderr.strip()[-2000:]}")
     bins = {name: PREFIX / "node_modules" / ".bin" / name for name in PACKAGES}
@@ -108,18 +122,33 @@ class Run:
 
 def isolated_env(home: Path, trap: Trap, **extra: str) -> dict[str, str]:
     """A clean environment: a fresh HOME, the trap as proxy for everything but loopback."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TERM": "dumb", "NO_COLOR": "1",
-           "HTTPS_PROXY": trap.url, "HTTP_PROXY": trap.url, "ALL_PROXY": trap.url,
-           "https_proxy": trap.url, "http_proxy": trap.url, "NO_PROXY": "127.0.0.1,localhost",
-           "no_proxy": "127.0.0.1,localhost"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TERM": "dumb",
+        "NO_COLOR": "1",
+        "HTTPS_PROXY": trap.url,
+        "HTTP_PROXY": trap.url,
+        "ALL_PROXY": trap.url,
+        "https_proxy": trap.url,
+        "http_proxy": trap.url,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
     env.update(extra)
     return env
 
 
 async def run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 180) -> Run:
     """Run a CLI without blocking the event loop the listener serves on."""
-    proc = await asyncio.create_subprocess_exec(*argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:

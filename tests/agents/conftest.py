@@ -16,13 +16,21 @@ import pytest
 
 from engine.config import EngineConfig
 from router.config import AppConfig
+from router.listener import Listener
 from router.rules import Rule
-from router.serve import Listener
 from router.store import BackendRecord
 from router.workbench import Workbench
 
-FAST = {"retries": 0, "backoff_factor": 0.01, "connect_timeout": 2.0, "deadline": 10.0,
-        "idle_timeout": 10.0, "total_timeout": 30.0, "fail_max": 3, "reset_timeout": 30.0}
+FAST = {
+    "retries": 0,
+    "backoff_factor": 0.01,
+    "connect_timeout": 2.0,
+    "deadline": 10.0,
+    "idle_timeout": 10.0,
+    "total_timeout": 30.0,
+    "fail_max": 3,
+    "reset_timeout": 30.0,
+}
 FIXTURES = Path(__file__).parent / "fixtures"
 LONG_CONTEXT = 65536
 
@@ -44,15 +52,14 @@ def agent_models_dir(tiny_mlx_model: Path, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture
 async def workbench(tmp_path: Path, agent_models_dir: Path, fake_upstream):
-    cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "data", model_dirs=[agent_models_dir],
-                                        scan_hf_cache=False))
+    cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "data", model_dirs=[agent_models_dir], scan_hf_cache=False))
     wb = Workbench.open(cfg)
+    wb.store.set_cloud_routing(True)  # off in a new data directory
     wb.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url, dict(FAST)))
     wb.store.save_backend(BackendRecord("anthropic", "anthropic", fake_upstream.anthropic_url, dict(FAST)))
     wb.secrets.set("openai", "sk-upstream-openai-0123456789")
     wb.secrets.set("anthropic", "sk-upstream-anthropic-0123456789")
     wb.refresh_keys()
-    wb.store.set_cloud_routing(True)  # off in a new data directory
     wb.store.add_rule(Rule("agent-local", "local", model="tiny-long-mlx"))
     wb.store.add_rule(Rule("agent-small", "local", model="tiny-llama-mlx"))
     wb.store.add_rule(Rule("agent-openai", "openai", model="gpt-fake"))

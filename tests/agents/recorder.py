@@ -48,14 +48,17 @@ def answer(path: str, body: Any, n: int, call: ToolCall | None = None) -> tuple[
         chunks = [Chunk(text=ANSWER), Chunk(finish_reason="stop", usage=Usage(10, 7))]
     else:
         result = ChatResult("", "tool_calls", Usage(10, 7), tool_calls=[call])
-        chunks = [Chunk(tool_calls=[ToolCallDelta(0, call.id, call.name, call.arguments)]),
-                  Chunk(finish_reason="tool_calls", usage=Usage(10, 7))]
+        chunks = [
+            Chunk(tool_calls=[ToolCallDelta(0, call.id, call.name, call.arguments)]),
+            Chunk(finish_reason="tool_calls", usage=Usage(10, 7)),
+        ]
     if path.endswith("/v1/messages"):
         req = request_from_anthropic(body)
         if req.stream:
             enc = AnthropicStreamEncoder(req.model, f"msg_{n}", 10)
             return 200, "text/event-stream", _sse([e for c in chunks for e in enc.encode(c)] + enc.finish())
-        return 200, "application/json", json.dumps(response_to_anthropic(result, model=req.model, id=f"msg_{n}")).encode()
+        whole = response_to_anthropic(result, model=req.model, id=f"msg_{n}")
+        return 200, "application/json", json.dumps(whole).encode()
     if path.endswith("/v1/responses"):
         req = request_from_responses(body)
         if req.stream:
@@ -88,8 +91,13 @@ def make_app(out: Path, first_call: ToolCall | None = None) -> Callable[..., Any
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        record = {"method": scope["method"], "path": scope["path"], "query": scope["query_string"].decode(),
-                  "headers": headers, "body": body}
+        record = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": scope["query_string"].decode(),
+            "headers": headers,
+            "body": body,
+        }
         (out / f"{n:03d}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
         chat = scope["path"].endswith(("/v1/messages", "/v1/responses"))
         status, kind, payload = answer(scope["path"], body, n, pending.pop() if chat and pending else None)
@@ -117,8 +125,15 @@ def shorten(value: Any) -> Any:
 
 def save_fixture(record: Path, fixture: Path, client: str) -> None:
     data = json.loads(record.read_text())
-    kept = ("anthropic-beta", "anthropic-version", "content-type", "accept", "user-agent", "originator",
-            "x-codex-beta-features")
+    kept = (
+        "anthropic-beta",
+        "anthropic-version",
+        "content-type",
+        "accept",
+        "user-agent",
+        "originator",
+        "x-codex-beta-features",
+    )
     data["headers"] = {k: shorten(v) for k, v in data["headers"].items() if k in kept}
     data["body"] = shorten(data["body"])
     fixture.write_text(json.dumps({"client": client, **data}, indent=1, ensure_ascii=False) + "\n")
@@ -135,8 +150,9 @@ def main(argv: list[str]) -> int:
         return 0
     port = int(argv[1]) if len(argv) > 1 else 18431
     call = ToolCall("call_rec_1", argv[2], argv[3]) if len(argv) > 3 else None
-    config = uvicorn.Config(make_app(Path(argv[0]), call), host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off")
+    config = uvicorn.Config(
+        make_app(Path(argv[0]), call), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
     asyncio.run(uvicorn.Server(config).serve())
     return 0
 

@@ -73,8 +73,9 @@ class StrictTemplate:
 @pytest.mark.parametrize("allow_system", [True, False])
 def test_local_template_that_refuses_system_turns_gets_them_folded_in_place(allow_system: bool) -> None:
     tok = StrictTemplate(allow_system)
-    req = ChatRequest(model="m", messages=[Message("system", "rules"), Message("user", "q"),
-                                           Message("system", "env: /tmp")])
+    req = ChatRequest(
+        model="m", messages=[Message("system", "rules"), Message("user", "q"), Message("system", "env: /tmp")]
+    )
     text = "".join(chr(t) for t in render_prompt(tok, req))
     if allow_system:
         assert text == "<system>rules<user>q\n\nenv: /tmp"
@@ -85,9 +86,21 @@ def test_local_template_that_refuses_system_turns_gets_them_folded_in_place(allo
 async def test_local_engine_answers_an_image_with_a_400_and_a_system_turn_in_place(tiny_models_dir, tmp_path):
     engine = LocalEngine(EngineConfig(data_dir=tmp_path / "d", model_dirs=[tiny_models_dir], scan_hf_cache=False))
     try:
-        seeing = request_from_anthropic({"model": "tiny-llama-mlx", "max_tokens": 4, "messages": [{
-            "role": "user", "content": [{"type": "text", "text": "what is this?"}, {
-                "type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]}]})
+        seeing = request_from_anthropic(
+            {
+                "model": "tiny-llama-mlx",
+                "max_tokens": 4,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "what is this?"},
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+                        ],
+                    }
+                ],
+            }
+        )
         with pytest.raises(RejectedError) as info:
             await collect(engine.stream(seeing))
         assert info.value.status == 400 and "image" in str(info.value) and "'local'" in str(info.value)

@@ -26,8 +26,7 @@ async def replay(listener, name: str, model: str, **changes: Any) -> tuple[int, 
     body = {**copy.deepcopy(rec["body"]), "model": model, **changes}
     url = listener.url + rec["path"] + (f"?{rec['query']}" if rec["query"] else "")
     headers = {**rec["headers"], "x-api-key": "unused", "authorization": "Bearer unused"}
-    async with httpx.AsyncClient(timeout=120) as client, client.stream("POST", url, json=body,
-                                                                        headers=headers) as resp:
+    async with httpx.AsyncClient(timeout=120) as client, client.stream("POST", url, json=body, headers=headers) as resp:
         if resp.status_code != 200:
             await resp.aread()
             return resp.status_code, [(None, resp.json())]
@@ -52,7 +51,8 @@ async def test_claude_code_requests_answered_by_a_local_model(listener, name) ->
 
 @pytest.mark.parametrize("name", CLAUDE)
 async def test_claude_code_requests_through_an_openai_upstream_keep_system_turns_in_place(
-        listener, fake_upstream, name) -> None:
+    listener, fake_upstream, name
+) -> None:
     status, events = await replay(listener, name, "agent-openai")
     assert status == 200 and anthropic_text(events) == "Hello from fake openai"
     [sent] = [r.json for r in fake_upstream.requests if r.path == OPENAI_PATH]
@@ -69,15 +69,18 @@ async def test_claude_code_requests_through_an_openai_upstream_keep_system_turns
 
 @pytest.mark.parametrize("name", CLAUDE)
 async def test_claude_code_requests_through_an_anthropic_upstream_go_as_they_came(
-        listener, fake_upstream, name) -> None:
+    listener, fake_upstream, name
+) -> None:
     status, events = await replay(listener, name, "agent-anthropic")
     assert status == 200 and anthropic_text(events) == "Hello from fake anthropic"
     [sent] = [r for r in fake_upstream.requests if r.path == ANTHROPIC_PATH]
     assert sent.json == {**recorded(name)["body"], "model": "claude-real"}
+    assert sent.headers["anthropic-beta"] == recorded(name)["headers"]["anthropic-beta"]
 
 
 async def test_claude_code_gets_the_anthropic_upstreams_thinking_blocks_with_their_signatures(
-        listener, fake_upstream) -> None:
+    listener, fake_upstream
+) -> None:
     from tests.fixtures.fake_upstream import Reply
     from tests.protocol.test_anthropic_clients import THINKING_STREAM
 
@@ -89,3 +92,53 @@ async def test_claude_code_gets_the_anthropic_upstreams_thinking_blocks_with_the
     deltas = [obj["delta"] for name, obj in events if name == "content_block_delta"]
     assert {"type": "signature_delta", "signature": "sig-1"} in deltas
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+@pytest.mark.parametrize("model, how", [("agent-local", "exact"), ("agent-openai", "estimate")])
+async def test_count_tokens_takes_claude_codes_request(listener, model, how) -> None:
+    body = {**recorded("claude_code_first_turn")["body"], "model": model}
+    async with httpx.AsyncClient(timeout=60) as client:
+        resp = await client.post(
+            listener.url + "/v1/messages/count_tokens", json=body, headers=recorded("claude_code_first_turn")["headers"]
+        )
+    assert resp.status_code == 200 and resp.headers["x-mlxwb-token-count"] == how
+    assert resp.json()["input_tokens"] > 100
+
+
+def responses_text(events: list[tuple[str | None, dict]]) -> tuple[str, dict]:
+    """The streamed text and the final response object of a Responses event stream."""
+    names = [name for name, _ in events]
+    assert names[:2] == ["response.created", "response.in_progress"], names
+    assert names[-1] in ("response.completed", "response.incomplete"), names
+    text = "".join(obj["delta"] for name, obj in events if name == "response.output_text.delta")
+    return text, events[-1][1]["response"]
+
+
+@pytest.mark.parametrize("name", CODEX)
+async def test_codex_requests_answered_by_a_local_model(listener, name) -> None:
+    status, events = await replay(listener, name, "agent-local", max_output_tokens=6, temperature=0)
+    assert status == 200
+    text, final = responses_text(events)
+    assert final["usage"]["output_tokens"] >= 1 and final["output"][0]["content"][0]["text"] == text
+
+
+@pytest.mark.parametrize(
+    ("name", "route", "path"),
+    [(n, r, p) for n in CODEX for r, p in (("agent-openai", OPENAI_PATH), ("agent-anthropic", ANTHROPIC_PATH))],
+)
+async def test_codex_requests_through_cloud_upstreams(listener, fake_upstream, name, route, path) -> None:
+    status, events = await replay(listener, name, route)
+    text, final = responses_text(events)
+    assert status == 200 and text == final["output"][0]["content"][0]["text"]
+    assert text == ("Hello from fake openai" if path == OPENAI_PATH else "Hello from fake anthropic")
+    [sent] = [r.json for r in fake_upstream.requests if r.path == path]
+    recorded_tools = recorded(name)["body"]["tools"]
+    functions = [t for t in recorded_tools if t["type"] == "function"]
+    nested = [f for t in recorded_tools if t["type"] == "namespace" for f in t["tools"]]
+    assert len(sent["tools"]) == len(functions) + len(nested)  # web_search left out
+    if name == "codex_function_call_output" and path == OPENAI_PATH:
+        call, result = sent["messages"][-2:]
+        assert call["tool_calls"][0]["function"]["name"] == "exec_command"
+        assert result["role"] == "tool" and "The capital of France is Paris." in result["content"]
+    if path == ANTHROPIC_PATH:
+        assert "system" in sent and sent["messages"][0]["role"] == "user"

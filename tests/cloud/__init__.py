@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
-from engine.types import Chunk, EngineError, Message, ChatRequest
+from engine.types import ChatRequest, Chunk, EngineError, Message
 from tests.fixtures.fake_upstream import (
     ANTHROPIC_DEFAULT_TEXT,
     ANTHROPIC_PATH,
@@ -93,8 +94,11 @@ def client_socket_states(port: int) -> list[str]:
                 states.append(_TCP_STATES.get(fields[3], fields[3]))
         return states
     out = subprocess.run(["netstat", "-an", "-p", "tcp"], capture_output=True, text=True, check=True).stdout
-    return [line.split()[-1].replace("-", "_") for line in out.splitlines()
-            if len(line.split()) >= 6 and line.split()[4].endswith(f".{port}")]
+    return [
+        line.split()[-1].replace("-", "_")
+        for line in out.splitlines()
+        if len(line.split()) >= 6 and line.split()[4].endswith(f".{port}")
+    ]
 
 
 class EventLog:

@@ -151,9 +151,7 @@ async def test_an_interrupted_probe_frees_the_gate_and_stays_half_open(fake_upst
     assert backend.snapshot().state == "closed"
 
 
-async def test_client_errors_do_not_count_but_reset_the_consecutive_count(
-    fake_upstream: FakeUpstream, make
-) -> None:
+async def test_client_errors_do_not_count_but_reset_the_consecutive_count(fake_upstream: FakeUpstream, make) -> None:
     backend = make(ANTHROPIC, **FAST)
     fake_upstream.script(ANTHROPIC.path, 500, 500)
     for _ in range(2):
@@ -193,7 +191,7 @@ async def test_trip_and_reset_from_the_ui(fake_upstream: FakeUpstream, make) -> 
     assert isinstance(error, UnavailableError) and fake_upstream.count() == 0
     backend.reset_breaker()
     assert backend.snapshot().state == "closed"
-    chunks, error = await consume(backend.stream(chat()))
+    _, error = await consume(backend.stream(chat()))
     assert error is None and fake_upstream.count() == 1
     assert log.transitions() == [("closed", "open"), ("open", "closed")]
     assert all(e.backend == "openai" and e.at > 0 for e in log.events)

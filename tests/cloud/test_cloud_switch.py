@@ -36,8 +36,10 @@ def _v1_database(path: Path, *, with_a_backend: bool) -> None:
 
         store_mod._v1(sqlite_utils.Database(db))
         if with_a_backend:
-            db.execute("INSERT INTO backends (name, kind, base_url, settings, enabled, created_at) "
-                       "VALUES ('openai', 'openai', 'https://api.openai.com/v1', '{}', 1, 0)")
+            db.execute(
+                "INSERT INTO backends (name, kind, base_url, settings, enabled, created_at) "
+                "VALUES ('openai', 'openai', 'https://api.openai.com/v1', '{}', 1, 0)"
+            )
         db.execute("PRAGMA user_version = 1")
         db.commit()
     finally:
@@ -67,8 +69,10 @@ def test_cli_status_on_off(capsys) -> None:
     code, out, _ = run(capsys, "backends", "add", "openai", "--kind", "openai")
     assert code == 0 and "cloud routing is off" in out and "mlx-workbench cloud on" in out
     assert "cloud routing is on" in run(capsys, "cloud", "on")[1]
-    assert json.loads(run(capsys, "cloud", "status", "--json")[1]) == {"cloud_routing": True,
-                                                                       "cloud_backends": ["openai"]}
+    assert json.loads(run(capsys, "cloud", "status", "--json")[1]) == {
+        "cloud_routing": True,
+        "cloud_backends": ["openai"],
+    }
     code, out, _ = run(capsys, "backends", "add", "other", "--kind", "anthropic")
     assert "cloud routing is off" not in out
     assert "cloud routing is off" in run(capsys, "cloud", "off")[1]
@@ -76,10 +80,12 @@ def test_cli_status_on_off(capsys) -> None:
 
 
 def _cloud_only_setup(capsys, upstream: FakeUpstream) -> None:
-    for argv in (("backends", "add", "openai", "--kind", "openai", "--base-url", upstream.openai_url),
-                 ("backends", "add", "anthropic", "--kind", "anthropic", "--base-url", upstream.anthropic_url),
-                 ("rules", "add", "gpt-*", "--backend", "openai", "--fallback", "anthropic:claude-fake"),
-                 ("rules", "add", "claude-*", "--backend", "anthropic")):
+    for argv in (
+        ("backends", "add", "openai", "--kind", "openai", "--base-url", upstream.openai_url),
+        ("backends", "add", "anthropic", "--kind", "anthropic", "--base-url", upstream.anthropic_url),
+        ("rules", "add", "gpt-*", "--backend", "openai", "--fallback", "anthropic:claude-fake"),
+        ("rules", "add", "claude-*", "--backend", "anthropic"),
+    ):
         code, _, err = run(capsys, *argv)
         assert code == 0, err
 
@@ -90,7 +96,9 @@ def test_explain_and_cli_chat_skip_every_cloud_step_while_off(capsys, fake_upstr
     explained = json.loads(out)
     assert explained["cloud_routing"] is False
     assert [(s["backend"], s["skipped"], s["reason"]) for s in explained["chain"]] == [
-        ("openai", True, "cloud routing is off"), ("anthropic", True, "cloud routing is off")]
+        ("openai", True, "cloud routing is off"),
+        ("anthropic", True, "cloud routing is off"),
+    ]
     assert "skipped: cloud routing is off" in run(capsys, "rules", "explain", "gpt-4o")[1]
     code, out, err = run(capsys, "chat", "hello", "--model", "gpt-4o")
     assert code == 1
@@ -103,8 +111,13 @@ def test_explain_and_cli_chat_skip_every_cloud_step_while_off(capsys, fake_upstr
 
 
 def _serve() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "serve", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline() if proc.stdout else ""
     assert line.startswith("mlx-workbench listening on "), line + (proc.stderr.read() if proc.stderr else "")
     return proc, line.split()[3]

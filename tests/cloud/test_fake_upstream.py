@@ -34,11 +34,7 @@ def test_default_answers_follow_protocol_and_stream_flag(fake_upstream: FakeUpst
         assert r.headers["content-type"].startswith("text/event-stream")
         data = _sse_data(r.text)
         assert data[-1] == "[DONE]"
-        text = "".join(
-            c["choices"][0]["delta"].get("content", "")
-            for c in map(json.loads, data[:-1])
-            if c["choices"]
-        )
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in map(json.loads, data[:-1]) if c["choices"])
         assert text == "Hello from fake openai"
 
         r = client.post(ANTHROPIC_PATH, json={"model": "claude-x", "stream": False})
@@ -84,32 +80,36 @@ def test_set_default_and_reset(fake_upstream: FakeUpstream) -> None:
 def test_cut_after_ends_body_abruptly(fake_upstream: FakeUpstream) -> None:
     fake_upstream.script("openai", Reply(stream=openai_text_stream("one two three four five"), cut_after=3))
     received: list[str] = []
-    with httpx.Client(base_url=fake_upstream.url, timeout=10) as client:
-        with pytest.raises(httpx.RemoteProtocolError):
-            with client.stream("POST", OPENAI_PATH, json={"stream": True}) as r:
-                for line in r.iter_lines():
-                    received.append(line)
+    with (
+        httpx.Client(base_url=fake_upstream.url, timeout=10) as client,
+        pytest.raises(httpx.RemoteProtocolError),
+        client.stream("POST", OPENAI_PATH, json={"stream": True}) as r,
+    ):
+        for line in r.iter_lines():
+            received.append(line)
     assert len([x for x in received if x.startswith("data:")]) == 3
 
 
 async def test_stall_keeps_connection_open_and_disconnect_is_seen(fake_upstream: FakeUpstream) -> None:
     fake_upstream.script("anthropic", Reply(stream=anthropic_text_stream("a b c d e"), stall_after=3))
-    async with httpx.AsyncClient(base_url=fake_upstream.url, timeout=10) as client:
-        async with client.stream("POST", ANTHROPIC_PATH, json={"stream": True}) as r:
-            lines = r.aiter_lines()
-            events = 0
-            while events < 3:  # an event ends with its blank line
-                line = await lines.__anext__()
-                events += line == ""
-            with pytest.raises(asyncio.TimeoutError):
-                async with asyncio.timeout(0.5):
-                    await lines.__anext__()
+    async with (
+        httpx.AsyncClient(base_url=fake_upstream.url, timeout=10) as client,
+        client.stream("POST", ANTHROPIC_PATH, json={"stream": True}) as r,
+    ):
+        lines = r.aiter_lines()
+        events = 0
+        while events < 3:  # an event ends with its blank line
+            line = await lines.__anext__()
+            events += line == ""
+        with pytest.raises(asyncio.TimeoutError):
+            async with asyncio.timeout(0.5):
+                await lines.__anext__()
     assert await fake_upstream.await_disconnects(1, timeout=5)
     assert fake_upstream.completed == 0
 
 
 def test_raw_lines_sent_verbatim(fake_upstream: FakeUpstream) -> None:
-    fake_upstream.script("openai", Reply(raw_lines=["data: {\"a\": 1}", "", "this is not sse", ""]))
+    fake_upstream.script("openai", Reply(raw_lines=['data: {"a": 1}', "", "this is not sse", ""]))
     with httpx.Client(base_url=fake_upstream.url, timeout=10) as client:
         r = client.post(OPENAI_PATH, json={"stream": True})
     assert r.text == 'data: {"a": 1}\n\nthis is not sse\n\n'
@@ -117,9 +117,11 @@ def test_raw_lines_sent_verbatim(fake_upstream: FakeUpstream) -> None:
 
 def test_delay_before_headers_and_disconnect_during_delay(fake_upstream: FakeUpstream) -> None:
     fake_upstream.script("openai", Reply(delay=30))
-    with httpx.Client(base_url=fake_upstream.url, timeout=httpx.Timeout(10, read=0.3)) as client:
-        with pytest.raises(httpx.ReadTimeout):
-            client.post(OPENAI_PATH, json={})
+    with (
+        httpx.Client(base_url=fake_upstream.url, timeout=httpx.Timeout(10, read=0.3)) as client,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        client.post(OPENAI_PATH, json={})
     assert fake_upstream.wait_for_disconnects(1, timeout=5)
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import socket
 import time
 
 import pytest
@@ -45,7 +49,9 @@ async def test_503_503_200_succeeds_on_the_third_attempt(
 
 
 @pytest.mark.parametrize(
-    "flavour,status", [(OPENAI, 429), (ANTHROPIC, 429), (ANTHROPIC, 529)], ids=["openai-429", "anthropic-429", "anthropic-529"]
+    "flavour,status",
+    [(OPENAI, 429), (ANTHROPIC, 429), (ANTHROPIC, 529)],
+    ids=["openai-429", "anthropic-429", "anthropic-529"],
 )
 async def test_retry_after_is_honoured(flavour: Flavour, status: int, fake_upstream: FakeUpstream, make) -> None:
     fake_upstream.script(flavour.path, Reply(status=status, headers={"Retry-After": "1"}))
@@ -129,6 +135,49 @@ async def test_non_json_error_body_is_kept_as_text(fake_upstream: FakeUpstream, 
     assert error.upstream_message is not None and "bad gateway config" in error.upstream_message
 
 
+@pytest.fixture
+def unanswered_port():
+    """A loopback port whose accept queue is full: a new connect hangs (SYNs dropped), as with a
+    host that is down or firewalled."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    waiting = []
+    for _ in range(4):
+        client = socket.socket()
+        client.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # the handshake finishes (or queues) in the kernel
+            client.connect(("127.0.0.1", port))
+        waiting.append(client)
+    yield port
+    for sock in [*waiting, server]:
+        sock.close()
+
+
+async def test_a_connect_that_hangs_is_bounded_by_the_connect_timeout_and_retried(unanswered_port: int) -> None:
+    cfg = CloudConfig(
+        name="down",
+        kind="openai",
+        base_url=f"http://127.0.0.1:{unanswered_port}/v1",
+        connect_timeout=0.3,
+        retries=2,
+        backoff_factor=0.01,
+        deadline=5.0,
+    )
+    backend = OpenAIBackend(cfg, "k")
+    try:
+        started = time.perf_counter()
+        _, error = await consume(backend.stream(chat()))
+        elapsed = time.perf_counter() - started
+    finally:
+        await backend.aclose()
+    assert isinstance(error, UnavailableError) and error.attempts == 3  # nothing was sent: retried
+    assert error.message == (f"cannot connect to {cfg.base_url}: no connection within 0.3 s (after 3 attempts)")
+    assert elapsed < cfg.deadline  # each connect gave up on its own, long before the deadline
+    assert backend.snapshot().consecutive_failures == 1
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
 async def test_connection_refused_is_unavailable_and_counted(flavour: Flavour, fake_upstream: FakeUpstream) -> None:
     port = closed_port()
@@ -207,6 +256,45 @@ async def test_headers_without_a_first_token_fail_at_the_deadline(fake_upstream:
     assert fake_upstream.count() == 1
 
 
+async def _thinking_upstream(silence: float) -> tuple[asyncio.Server, str]:
+    """An OpenAI upstream that sends its headers and role chunk at once, says nothing for
+    `silence` seconds (a model thinking), then streams its answer quickly."""
+    events = [*OPENAI.text_stream("thought it through")]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+        writer.write(f"data: {json.dumps(events[0])}\n\n".encode())
+        await writer.drain()
+        await asyncio.sleep(silence)
+        for event in events[1:]:
+            writer.write(f"data: {json.dumps(event)}\n\n".encode())
+        writer.write(b"data: [DONE]\n\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+
+
+async def test_the_idle_timeout_starts_with_the_answer_not_before_it() -> None:
+    # A deadline longer than the idle timeout (a slow-thinking model): the silence before the
+    # first token is the deadline's business, not a stall.
+    server, url = await _thinking_upstream(silence=1.2)
+    backend = OpenAIBackend(CloudConfig(name="o", kind="openai", base_url=url, deadline=5.0, idle_timeout=0.3), "k")
+    try:
+        chunks, error = await consume(backend.stream(chat()))
+    finally:
+        await backend.aclose()
+        server.close()
+    assert error is None, error
+    assert text_of(chunks) == "thought it through"
+
+
 async def test_the_deadline_ends_at_the_first_token(fake_upstream: FakeUpstream, make) -> None:
     words = " ".join(f"w{i}" for i in range(12))
     fake_upstream.script(OPENAI.path, Reply(stream=OPENAI.text_stream(words), chunk_delay=0.1))
@@ -246,7 +334,8 @@ async def test_invalid_request_is_rejected_before_any_network(fake_upstream: Fak
 def test_cloud_config_validates_and_defaults() -> None:
     cfg = CloudConfig(name="o", kind="openai", base_url="https://api.openai.com/v1")
     assert (cfg.retries, cfg.backoff_factor, cfg.max_backoff_wait) == (2, 0.5, 30.0)
-    assert (cfg.connect_timeout, cfg.deadline, cfg.idle_timeout, cfg.total_timeout) == (3.0, 15.0, 60.0, 600.0)
+    # No cap on the whole answer unless one is set: a long healthy stream is never cut.
+    assert (cfg.connect_timeout, cfg.deadline, cfg.idle_timeout, cfg.total_timeout) == (3.0, 15.0, 60.0, None)
     assert (cfg.fail_max, cfg.reset_timeout, cfg.extra_headers, cfg.default_model) == (5, 30.0, {}, None)
     with pytest.raises(ValueError, match="kind"):
         CloudConfig(name="o", kind="gemini", base_url="https://x")  # type: ignore[arg-type]
@@ -258,6 +347,8 @@ def test_cloud_config_validates_and_defaults() -> None:
         CloudConfig(name="o", kind="openai", base_url="https://x", idle_timeout=0)
     with pytest.raises(ValueError, match="deadline"):
         CloudConfig(name="o", kind="openai", base_url="https://x", deadline=-1)
+    with pytest.raises(ValueError, match="total_timeout"):
+        CloudConfig(name="o", kind="openai", base_url="https://x", total_timeout=0)
 
 
 async def test_default_model_replaces_the_default_alias(fake_upstream: FakeUpstream, make) -> None:
@@ -269,7 +360,9 @@ async def test_default_model_replaces_the_default_alias(fake_upstream: FakeUpstr
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
-async def test_429_after_retries_is_unavailable_and_counted(flavour: Flavour, fake_upstream: FakeUpstream, make) -> None:
+async def test_429_after_retries_is_unavailable_and_counted(
+    flavour: Flavour, fake_upstream: FakeUpstream, make
+) -> None:
     fake_upstream.set_default(flavour.path, 429)
     backend = make(flavour, retries=1)
     _, error = await consume(backend.stream(chat()))

@@ -35,7 +35,11 @@ async def test_key_never_leaks(flavour: Flavour, fake_upstream: FakeUpstream, ca
     cfg = flavour.config(fake_upstream, retries=1, fail_max=3, reset_timeout=30)
     backend = make_cloud_backend(cfg, API_KEY, listeners=[log])
     echo = f"Incorrect API key provided: {API_KEY}"
-    body = openai_error(echo, code="invalid_api_key") if flavour is OPENAI else anthropic_error(echo, "authentication_error")
+    body = (
+        openai_error(echo, code="invalid_api_key")
+        if flavour is OPENAI
+        else anthropic_error(echo, "authentication_error")
+    )
     stream_events = flavour.text_stream("one two three four")
     fake_upstream.script(
         flavour.path,
@@ -89,14 +93,19 @@ async def test_key_scrubbed_from_mid_stream_errors(fake_upstream: FakeUpstream) 
     finally:
         await backend.aclose()
     assert error is not None
-    for text in _texts_of(error) + [repr(backend.snapshot())]:
+    for text in [*_texts_of(error), repr(backend.snapshot())]:
         assert API_KEY not in text
 
 
 def test_extra_header_values_stay_out_of_the_config_repr() -> None:
     from engine.cloud.base import CloudConfig
 
-    cfg = CloudConfig(name="azure", kind="openai-compatible", base_url="https://x.example/v1", extra_headers={"api-key": "azure-secret-1"})
+    cfg = CloudConfig(
+        name="azure",
+        kind="openai-compatible",
+        base_url="https://x.example/v1",
+        extra_headers={"api-key": "azure-secret-1"},
+    )
     assert "azure-secret-1" not in repr(cfg)
 
 

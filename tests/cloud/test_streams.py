@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 
+from engine.cloud import make_cloud_backend
+from engine.cloud.base import CloudConfig
 from engine.types import UnavailableError, collect
 from tests.cloud import ANTHROPIC, API_KEY, FLAVOURS, OPENAI, Flavour, chat, client_socket_states, consume, text_of
 from tests.fixtures.fake_upstream import FakeUpstream, Reply, anthropic_error_event
@@ -126,6 +128,31 @@ async def test_total_timeout_bounds_a_slow_but_alive_stream(fake_upstream: FakeU
     assert "total timeout" in error.message
     assert 0 < len(text_of(chunks).split()) < 40
     assert backend.snapshot().consecutive_failures == 1
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
+async def test_a_long_healthy_stream_is_never_cut_by_default(
+    flavour: Flavour, fake_upstream: FakeUpstream, make
+) -> None:
+    # The answer lasts about 3 s: six times the first-token deadline and the idle timeout. With
+    # no total_timeout set (the default), only a silence longer than idle_timeout may end it.
+    words = " ".join(f"w{i}" for i in range(30))
+    fake_upstream.script(flavour.path, Reply(stream=flavour.text_stream(words), chunk_delay=0.1))
+    url = fake_upstream.openai_url if flavour is OPENAI else fake_upstream.anthropic_url
+    # Built from the defaults (the fixture's configs set a total cap for the other tests).
+    cfg = CloudConfig(name=flavour.name, kind=flavour.name, base_url=url, deadline=0.5, idle_timeout=0.5)
+    assert cfg.total_timeout is None
+    backend = make_cloud_backend(cfg, API_KEY)
+    try:
+        started = asyncio.get_running_loop().time()
+        chunks, error = await consume(backend.stream(chat()))
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        await backend.aclose()
+    assert error is None, error
+    assert text_of(chunks) == words
+    assert elapsed > 2 * cfg.deadline  # it did outlast every bound that was set
+    assert backend.snapshot().consecutive_failures == 0
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.name)
@@ -273,7 +300,8 @@ async def test_backends_satisfy_the_backend_protocol(fake_upstream: FakeUpstream
         assert [type(b) for b in built] == [OpenAIBackend, OpenAIBackend, AnthropicBackend]
         assert [b.kind for b in built] == ["openai", "openai-compatible", "anthropic"]
         assert all(isinstance(b, Backend) for b in built)
-        assert repr(built[0]) == f"OpenAIBackend(name='o', kind='openai', base_url='{fake_upstream.openai_url}', state='closed')"
+        url = fake_upstream.openai_url
+        assert repr(built[0]) == f"OpenAIBackend(name='o', kind='openai', base_url='{url}', state='closed')"
     finally:
         for b in built:
             await b.aclose()

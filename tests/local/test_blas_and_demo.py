@@ -15,8 +15,10 @@ from engine.local.blas import find_openblas
 from engine.local.demo import DEMO_SHA256, DemoFetchError, demo_path, fetch_demo, sha256_of
 
 ROOT = Path(__file__).resolve().parents[2]
-PROBE = ("from engine.local import mlx_import; from engine.local.blas import blas_label; mlx_import(); "
-         "maps = open('/proc/self/maps').read(); print(blas_label()); print('libopenblas' in maps)")
+PROBE = (
+    "from engine.local import mlx_import; from engine.local.blas import blas_label; mlx_import(); "
+    "maps = open('/proc/self/maps').read(); print(blas_label()); print('libopenblas' in maps)"
+)
 
 
 def _probe(env_extra: dict[str, str]) -> list[str]:
@@ -66,10 +68,12 @@ def test_offline_fetch_is_a_clear_error_and_leaves_nothing_behind(tmp_path: Path
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the switch only matters on Linux")
 def test_config_turns_openblas_off_and_first_choice_sticks() -> None:
-    probe = ("from engine.config import EngineConfig; from engine.local import mlx_import; "
-             "from engine.local.blas import ensure_blas; "
-             "mlx_import(EngineConfig(use_system_openblas=False)); "
-             "print(ensure_blas(True)); print('libopenblas' in open('/proc/self/maps').read())")
+    probe = (
+        "from engine.config import EngineConfig; from engine.local import mlx_import; "
+        "from engine.local.blas import ensure_blas; "
+        "mlx_import(EngineConfig(use_system_openblas=False)); "
+        "print(ensure_blas(True)); print('libopenblas' in open('/proc/self/maps').read())"
+    )
     env = {**os.environ, "MLXWB_NO_OPENBLAS": ""}
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -79,7 +83,7 @@ def test_config_turns_openblas_off_and_first_choice_sticks() -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the note only matters on Linux")
 def test_label_says_when_mlx_was_imported_first() -> None:
-    probe = ("import mlx.core; from engine.local.blas import ensure_blas; print(ensure_blas(True))")
+    probe = "import mlx.core; from engine.local.blas import ensure_blas; print(ensure_blas(True))"
     env = {**os.environ, "MLXWB_NO_OPENBLAS": ""}
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -70,8 +70,9 @@ def test_the_same_folder_listed_twice_is_reported_once(tiny_models_dir: Path, tm
     assert sorted(m.id for m in models) == ["tiny-llama", "tiny-llama-mlx"]
 
 
-def test_unreadable_entries_are_skipped_with_a_warning(tiny_gguf_model: Path, truncated_gguf: Path,
-                                                       tmp_path: Path, caplog) -> None:
+def test_unreadable_entries_are_skipped_with_a_warning(
+    tiny_gguf_model: Path, truncated_gguf: Path, tmp_path: Path, caplog
+) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()
     shutil.copy(tiny_gguf_model, folder / "good.gguf")
@@ -87,8 +88,7 @@ def test_unreadable_entries_are_skipped_with_a_warning(tiny_gguf_model: Path, tr
     assert "garbage.gguf" in warned and "broken-mlx" in warned
 
 
-def test_hf_cache_snapshots_are_found_only_when_enabled(tiny_mlx_model: Path, tmp_path: Path,
-                                                         monkeypatch) -> None:
+def test_hf_cache_snapshots_are_found_only_when_enabled(tiny_mlx_model: Path, tmp_path: Path, monkeypatch) -> None:
     cache = tmp_path / "hub"
     snapshot = cache / "models--tiny-org--tiny-llama" / "snapshots" / "0123abcd"
     shutil.copytree(tiny_mlx_model, snapshot)
@@ -108,8 +108,9 @@ def test_demo_file_gets_its_id_and_alias(demo_model_path: Path, tmp_path: Path) 
     assert 100_000_000 < demo.parameters < 170_000_000
 
 
-def test_metadata_reader_gives_hyperparameters_and_template_without_vocabulary(tiny_gguf_model: Path,
-                                                                                tmp_path: Path) -> None:
+def test_metadata_reader_gives_hyperparameters_and_template_without_vocabulary(
+    tiny_gguf_model: Path, tmp_path: Path
+) -> None:
     meta = load_gguf_metadata(tiny_gguf_model)
     assert meta["general.architecture"] == "llama"
     assert meta["llama.embedding_length"] == HIDDEN and meta["llama.attention.head_count_kv"] == KV_HEADS
@@ -120,7 +121,7 @@ def test_metadata_reader_gives_hyperparameters_and_template_without_vocabulary(t
         load_gguf_metadata(tmp_path / "missing.gguf")
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 16)
-    with pytest.raises(CorruptModelError, match="bad.gguf"):
+    with pytest.raises(CorruptModelError, match=r"bad\.gguf"):
         load_gguf_metadata(bad)
 
 

@@ -50,8 +50,10 @@ def test_constructing_the_engine_imports_no_mlx(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from engine.config import EngineConfig; from engine.local.engine import LocalEngine; "
-            "LocalEngine(EngineConfig()); print('mlx' in sys.modules or 'mlx.core' in sys.modules)")
+    code = (
+        "import sys; from engine.config import EngineConfig; from engine.local.engine import LocalEngine; "
+        "LocalEngine(EngineConfig()); print('mlx' in sys.modules or 'mlx.core' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 
@@ -103,8 +105,10 @@ async def test_seed_makes_sampling_repeatable(engine: LocalEngine) -> None:
 async def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(engine: LocalEngine) -> None:
     texts = ["Hello world", "The quick brown fox", "What is the capital of France?", "alpha beta gamma"]
     alone = [(await collect(engine.stream(ask("tiny-llama-mlx", t)))).text for t in texts]
+    assert engine._worker.snapshot().models[0].max_running_seen == 1
     together = await asyncio.gather(*(collect(engine.stream(ask("tiny-llama-mlx", t))) for t in texts))
     assert [r.text for r in together] == alone
+    assert engine._worker.snapshot().models[0].max_running_seen >= 2  # they did share a batch
 
 
 async def test_cancel_mid_stream_frees_the_thread(engine: LocalEngine) -> None:

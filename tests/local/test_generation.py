@@ -73,6 +73,7 @@ async def test_a_seed_gives_the_same_text_while_other_requests_share_the_batch(e
         collect(engine.stream(_ask("Hello", temperature=1.0))),
     )
     assert together[0].text == alone
+    assert engine._worker.snapshot().models[0].max_running_seen >= 2  # they did share a batch
 
 
 async def test_after_aclose_new_requests_are_refused_clearly(engine: LocalEngine) -> None:

@@ -20,8 +20,9 @@ def _greedy_tokens(model, ids: list[int], n: int = 12) -> list[int]:
 
 
 def _prompt_ids(tokenizer) -> list[int]:
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hello world"}], add_generation_prompt=True,
-                                         tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hello world"}], add_generation_prompt=True, tokenize=False
+    )
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
@@ -43,8 +44,9 @@ def test_f32_gguf_generates_exactly_what_the_mlx_folder_does(tiny_gguf_model: Pa
 
 @pytest.mark.parametrize("qtype,tolerance", [("F16", 0.05), ("Q8_0", 0.08), ("Q4_0", 0.5), ("Q4_1", 0.5)])
 @pytest.mark.parametrize("dequantize", [True, False])
-def test_quantized_types_load_with_logits_close_to_f32(tiny_gguf_factory, mlx_reference, qtype: str,
-                                                       tolerance: float, dequantize: bool) -> None:
+def test_quantized_types_load_with_logits_close_to_f32(
+    tiny_gguf_factory, mlx_reference, qtype: str, tolerance: float, dequantize: bool
+) -> None:
     import mlx.core as mx
 
     ref_model, ref_tok = mlx_reference
@@ -78,11 +80,12 @@ def test_header_reader_matches_the_file(tiny_gguf_factory) -> None:
     assert 20_000 < header.parameters < 200_000
 
 
-def test_missing_truncated_and_unsupported_files_give_clear_errors(tmp_path: Path, truncated_gguf: Path,
-                                                                    unsupported_arch_gguf: Path) -> None:
+def test_missing_truncated_and_unsupported_files_give_clear_errors(
+    tmp_path: Path, truncated_gguf: Path, unsupported_arch_gguf: Path
+) -> None:
     with pytest.raises(ModelNotFoundError, match="not found"):
         load_gguf(tmp_path / "nope.gguf")
-    with pytest.raises(CorruptModelError, match="truncated|cannot read") as exc:
+    with pytest.raises(CorruptModelError, match=r"truncated|cannot read") as exc:
         load_gguf(truncated_gguf)
     assert isinstance(exc.value, RejectedError)
     with pytest.raises(UnsupportedModelError, match="architecture 'mamba' is not supported"):
@@ -121,8 +124,9 @@ def test_demo_model_answers_paris_and_renders_its_own_chat_template(demo_model_p
     assert tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == expected
     assert expected.startswith("<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi there")
 
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                     add_generation_prompt=True, tokenize=False)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=False
+    )
     answer = generate(model, tok, prompt, max_tokens=20)
     assert "Paris" in answer
 

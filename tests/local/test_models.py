@@ -50,8 +50,10 @@ def test_a_hit_refreshes_recency_so_the_other_model_is_evicted(tiny_models_dir: 
 def test_busy_models_are_not_evicted(tiny_models_dir: Path, tmp_path: Path) -> None:
     by_id = infos(tiny_models_dir, tmp_path)
     one = manager(tmp_path, 2**30).get(by_id["tiny-llama-mlx"]).bytes
-    mgr = ModelManager(EngineConfig(data_dir=tmp_path / "data", memory_budget_bytes=int(one * 1.5)),
-                       busy=lambda model_id: model_id == "tiny-llama-mlx")
+    mgr = ModelManager(
+        EngineConfig(data_dir=tmp_path / "data", memory_budget_bytes=int(one * 1.5)),
+        busy=lambda model_id: model_id == "tiny-llama-mlx",
+    )
     mgr.get(by_id["tiny-llama-mlx"])
     mgr.get(by_id["tiny-llama"])
     assert mgr.is_loaded("tiny-llama-mlx")

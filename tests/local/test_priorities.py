@@ -4,6 +4,7 @@ requests that never wait behind normal or low ones (they take the overflow place
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,24 @@ async def test_a_high_request_does_not_wait_behind_a_full_batch(engine: LocalEng
     assert result.usage.completion_tokens > 0
     await asyncio.gather(*normals)
     assert engine._worker.snapshot().models[0].max_running_seen == 3
+
+
+async def test_a_waiting_request_is_told_its_place_in_the_queue(engine: LocalEngine) -> None:
+    running = [asyncio.create_task(collect(engine.stream(long_request(seed=i)))) for i in range(2)]
+    await wait_for(lambda: engine.snapshot().running == 2)
+    said: list[list[str]] = [[], []]
+    waiting = [
+        asyncio.create_task(
+            collect(engine.stream(replace(long_request(seed=5 + i), metadata={"on_status": said[i].append})))
+        )
+        for i in range(2)
+    ]
+    await wait_for(lambda: engine.snapshot().queued == 2)
+    await wait_for(lambda: said[1][:1] == ["queued, 1 ahead"])
+    await asyncio.gather(*running, *waiting)
+    assert said[0] == ["queued, 0 ahead"]
+    # It moves up (or is admitted together with the one ahead of it when two places free at once).
+    assert said[1] in (["queued, 1 ahead"], ["queued, 1 ahead", "queued, 0 ahead"])
 
 
 async def test_a_bad_priority_is_a_400(engine: LocalEngine) -> None:

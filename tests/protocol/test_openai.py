@@ -51,17 +51,31 @@ TOOL_CONVERSATION = ChatRequest(
 def test_request_to_openai_maps_every_field():
     body = request_to_openai(TOOL_CONVERSATION)
     assert body["messages"][2] == {
-        "role": "assistant", "content": None,
-        "tool_calls": [{"id": "call_1", "type": "function",
-                        "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}],
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}
+        ],
     }
     assert body["messages"][3] == {"role": "tool", "content": "sunny", "tool_call_id": "call_1"}
-    assert body["tools"] == [{"type": "function", "function": {
-        "name": "weather", "description": "get weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "description": "get weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     assert body["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
     assert (body["max_tokens"], body["temperature"], body["top_p"], body["stop"], body["seed"]) == (
-        50, 1.5, 0.9, ["\n\n"], 3)
+        50,
+        1.5,
+        0.9,
+        ["\n\n"],
+        3,
+    )
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
 
@@ -81,39 +95,54 @@ def test_request_from_openai_parses_the_tool_conversation_back():
 
 
 def test_request_from_openai_text_parts_stop_string_and_max_completion_tokens():
-    req = request_from_openai({
-        "model": "m", "max_completion_tokens": 5, "stop": "END",
-        "messages": [{"role": "developer", "content": "sys"},
-                     {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
-    })
+    req = request_from_openai(
+        {
+            "model": "m",
+            "max_completion_tokens": 5,
+            "stop": "END",
+            "messages": [
+                {"role": "developer", "content": "sys"},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            ],
+        }
+    )
     assert req.messages == [Message("system", "sys"), Message("user", "ab")]
     assert req.max_tokens == 5 and req.stop == ["END"] and req.stream is False
     assert req.metadata["include_usage"] is False
 
 
-@pytest.mark.parametrize("body, field", [
-    ([], "body"),
-    ({"messages": [{"role": "user", "content": "x"}]}, "model:"),
-    ({"model": "m"}, "messages:"),
-    ({"model": "m", "messages": []}, "messages:"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "robot", "content": "x"}]},
-     "messages[1].role:"),
-    ({"model": "m", "messages": ["hi"]}, "messages[0]:"),
-    ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id:"),
-    ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content:"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n:"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop:"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}, "max_tokens:"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens:"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3}, "temperature:"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": True}, "temperature:"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream:"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
-     "tools[0].function.name:"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"}, "tool_choice:"),
-    ({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c"}]}]},
-     "messages[0].tool_calls[0].function.name:"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ([], "body"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model:"),
+        ({"model": "m"}, "messages:"),
+        ({"model": "m", "messages": []}, "messages:"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "robot", "content": "x"}]},
+            "messages[1].role:",
+        ),
+        ({"model": "m", "messages": ["hi"]}, "messages[0]:"),
+        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id:"),
+        ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content:"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n:"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop:"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}, "max_tokens:"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens:"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3}, "temperature:"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": True}, "temperature:"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream:"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            "tools[0].function.name:",
+        ),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"}, "tool_choice:"),
+        (
+            {"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c"}]}]},
+            "messages[0].tool_calls[0].function.name:",
+        ),
+    ],
+)
 def test_request_from_openai_rejects_with_field_level_400(body, field):
     with pytest.raises(RejectedError) as info:
         request_from_openai(body)
@@ -123,16 +152,29 @@ def test_request_from_openai_rejects_with_field_level_400(body, field):
 
 def test_image_content_is_a_clear_400():
     with pytest.raises(RejectedError) as info:
-        request_from_openai({"model": "m", "messages": [{"role": "user", "content": [
-            {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:..."}}]}]})
+        request_from_openai(
+            {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "look"},
+                            {"type": "image_url", "image_url": {"url": "data:..."}},
+                        ],
+                    }
+                ],
+            }
+        )
     assert info.value.status == 400
     assert "messages[0].content[1].type" in str(info.value) and "image content" in str(info.value)
     assert "not supported" in str(info.value)
 
 
 def test_response_round_trip_with_tool_calls_and_usage():
-    result = ChatResult(text="", finish_reason="tool_calls", usage=Usage(11, 4),
-                        tool_calls=[ToolCall("call_9", "f", '{"x":1}')])
+    result = ChatResult(
+        text="", finish_reason="tool_calls", usage=Usage(11, 4), tool_calls=[ToolCall("call_9", "f", '{"x":1}')]
+    )
     body = response_to_openai(result, model="m", id="chatcmpl-1", created=123)
     assert body["object"] == "chat.completion" and body["created"] == 123 and body["id"] == "chatcmpl-1"
     assert body["choices"][0]["finish_reason"] == "tool_calls"
@@ -140,12 +182,18 @@ def test_response_round_trip_with_tool_calls_and_usage():
     assert body["usage"] == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
     back = response_from_openai(body)
     assert (back.text, back.finish_reason, back.tool_calls, back.usage.prompt_tokens, back.usage.completion_tokens) == (
-        "", "tool_calls", result.tool_calls, 11, 4)
+        "",
+        "tool_calls",
+        result.tool_calls,
+        11,
+        4,
+    )
 
 
 def test_response_from_openai_text_and_length():
-    r = response_from_openai({"model": "m", "choices": [{"message": {"role": "assistant", "content": "hi"},
-                                                         "finish_reason": "length"}]})
+    r = response_from_openai(
+        {"model": "m", "choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "length"}]}
+    )
     assert (r.text, r.finish_reason, r.model, r.usage.total_tokens) == ("hi", "length", "m", 0)
 
 
@@ -155,8 +203,11 @@ def test_response_from_openai_without_choices_is_an_error():
 
 
 def _chunk(delta=None, finish=None, **extra):
-    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}],
-            **extra}
+    return {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}],
+        **extra,
+    }
 
 
 def test_decoder_text_tool_call_deltas_by_index_finish_and_usage_only_final_chunk():
@@ -165,15 +216,30 @@ def test_decoder_text_tool_call_deltas_by_index_finish_and_usage_only_final_chun
     out += dec.feed(_chunk({"role": "assistant", "content": ""}))
     out += dec.feed(_chunk({"content": "Hel"}))
     out += dec.feed(_chunk({"content": "lo"}))
-    out += dec.feed(_chunk({"tool_calls": [{"index": 0, "id": "c0", "type": "function",
-                                            "function": {"name": "a", "arguments": ""}}]}))
-    out += dec.feed(_chunk({"tool_calls": [{"index": 1, "id": "c1", "type": "function",
-                                            "function": {"name": "b", "arguments": "{\"y\""}}]}))
+    out += dec.feed(
+        _chunk(
+            {"tool_calls": [{"index": 0, "id": "c0", "type": "function", "function": {"name": "a", "arguments": ""}}]}
+        )
+    )
+    out += dec.feed(
+        _chunk(
+            {
+                "tool_calls": [
+                    {"index": 1, "id": "c1", "type": "function", "function": {"name": "b", "arguments": '{"y"'}}
+                ]
+            }
+        )
+    )
     out += dec.feed(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}))
     out += dec.feed(_chunk({"tool_calls": [{"index": 1, "function": {"arguments": ":2}"}}]}))
     out += dec.feed(_chunk({}, "tool_calls"))
-    final = dec.feed({"object": "chat.completion.chunk", "choices": [],
-                      "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
+    final = dec.feed(
+        {
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+        }
+    )
     assert "".join(c.text for c in out) == "Hello"
     assert len(final) == 1 and final[0].usage == Usage(7, 3) and final[0].finish_reason == "tool_calls"
     calls: dict[int, list[ToolCallDelta]] = {}
@@ -210,11 +276,15 @@ def test_encoder_emits_role_first_then_deltas_finish_and_usage_chunk():
     assert all(o["object"] == "chat.completion.chunk" and o["id"] == "chatcmpl-2" and o["created"] == 5 for o in objs)
     assert objs[1]["choices"][0]["delta"] == {"content": "Hi"}
     assert objs[2]["choices"][0]["delta"]["tool_calls"] == [
-        {"index": 0, "id": "c0", "type": "function", "function": {"name": "f", "arguments": '{"a"'}}]
+        {"index": 0, "id": "c0", "type": "function", "function": {"name": "f", "arguments": '{"a"'}}
+    ]
     assert objs[3]["choices"][0]["delta"]["tool_calls"] == [{"index": 0, "function": {"arguments": ":1}"}}]
     assert objs[4]["choices"][0]["finish_reason"] == "tool_calls"
     assert objs[-1]["choices"] == [] and objs[-1]["usage"] == {
-        "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+        "total_tokens": 5,
+    }
     assert all(o["usage"] is None for o in objs[:-1])
 
 
@@ -236,14 +306,17 @@ def test_encoder_output_is_json_serialisable_and_decodes_back():
     assert chunks[-1].finish_reason == "length" and chunks[-1].usage == Usage(1, 1)
 
 
-@pytest.mark.parametrize("err, kind", [
-    (RejectedError("bad"), "invalid_request_error"),
-    (RejectedError("no key", status=401), "authentication_error"),
-    (ModelNotFoundError("no such model"), "not_found_error"),
-    (UnavailableError("slow down", status=429), "rate_limit_error"),
-    (UnavailableError("all backends unavailable"), "service_unavailable"),
-    (UnavailableError("boom", status=500), "server_error"),
-])
+@pytest.mark.parametrize(
+    "err, kind",
+    [
+        (RejectedError("bad"), "invalid_request_error"),
+        (RejectedError("no key", status=401), "authentication_error"),
+        (ModelNotFoundError("no such model"), "not_found_error"),
+        (UnavailableError("slow down", status=429), "rate_limit_error"),
+        (UnavailableError("all backends unavailable"), "service_unavailable"),
+        (UnavailableError("boom", status=500), "server_error"),
+    ],
+)
 def test_error_body_openai_types(err, kind):
     body = error_body_openai(err)
     assert body["error"]["type"] == kind
@@ -263,18 +336,26 @@ def test_parse_openai_error_json_bytes_text_and_fallback():
 U = [{"role": "user", "content": "x"}]
 
 
-@pytest.mark.parametrize("extra, field", [
-    ({"messages": [{"role": "assistant", "tool_calls": 5}]}, "messages[0].tool_calls: must be a list"),
-    ({"tools": 5}, "tools: must be a list"),
-    ({"stream_options": {"include_usage": [1]}}, "stream_options.include_usage:"),
-    ({"stream_options": 3}, "stream_options:"),
-    ({"tool_choice": {"type": "function", "function": {"name": 5}}}, "tool_choice:"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": 5}}]}, "tools[0].function.parameters:"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "description": 5}}]},
-     "tools[0].function.description:"),
-    ({"seed": 1.5}, "seed:"),
-    ({"top_p": 0}, "top_p:"),
-])
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"messages": [{"role": "assistant", "tool_calls": 5}]}, "messages[0].tool_calls: must be a list"),
+        ({"tools": 5}, "tools: must be a list"),
+        ({"stream_options": {"include_usage": [1]}}, "stream_options.include_usage:"),
+        ({"stream_options": 3}, "stream_options:"),
+        ({"tool_choice": {"type": "function", "function": {"name": 5}}}, "tool_choice:"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": 5}}]},
+            "tools[0].function.parameters:",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "description": 5}}]},
+            "tools[0].function.description:",
+        ),
+        ({"seed": 1.5}, "seed:"),
+        ({"top_p": 0}, "top_p:"),
+    ],
+)
 def test_request_from_openai_wrong_container_types_are_400(extra, field):
     with pytest.raises(RejectedError) as info:
         request_from_openai({"model": "m", "messages": U, **extra})
@@ -284,6 +365,10 @@ def test_request_from_openai_wrong_container_types_are_400(extra, field):
 def test_decoder_ignores_other_choices_and_keeps_usage_sent_with_the_finish():
     dec = OpenAIStreamDecoder()
     assert dec.feed({"choices": [{"index": 1, "delta": {"content": "other"}, "finish_reason": None}]}) == []
-    out = dec.feed({"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "length"}],
-                    "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
+    out = dec.feed(
+        {
+            "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 1},
+        }
+    )
     assert len(out) == 1 and out[0].text == "x" and out[0].finish_reason == "length" and out[0].usage == Usage(2, 1)

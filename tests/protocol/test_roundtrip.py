@@ -45,8 +45,13 @@ def openai_bodies(draw) -> dict[str, Any]:
             calls = []
             for j in range(draw(st.integers(1, 3))):
                 call_id = f"call_{k}_{j}"
-                calls.append({"id": call_id, "type": "function",
-                              "function": {"name": draw(ident), "arguments": json.dumps(draw(json_args))}})
+                calls.append(
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": draw(ident), "arguments": json.dumps(draw(json_args))},
+                    }
+                )
                 pending.append(call_id)
             msg["tool_calls"] = calls
             if draw(st.booleans()):
@@ -69,8 +74,9 @@ def _openai_conversation(body: dict[str, Any]) -> list[tuple]:
         content = m.get("content")
         if isinstance(content, list):
             content = "".join(p["text"] for p in content)
-        calls = tuple((c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
-                      for c in m.get("tool_calls") or [])
+        calls = tuple(
+            (c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in m.get("tool_calls") or []
+        )
         out.append((m["role"], content or "", calls, m.get("tool_call_id")))
     return out
 
@@ -141,7 +147,9 @@ def _anthropic_conversation(body: dict[str, Any]) -> tuple:
         for b in content:
             if b["type"] == "tool_result":
                 c = b["content"]
-                blocks.append(("tool_result", b["tool_use_id"], c if isinstance(c, str) else "".join(x["text"] for x in c)))
+                blocks.append(
+                    ("tool_result", b["tool_use_id"], c if isinstance(c, str) else "".join(x["text"] for x in c))
+                )
             elif b["type"] == "tool_use":
                 blocks.append(("tool_use", b["id"], b["name"], b["input"]))
             else:
@@ -185,9 +193,11 @@ def chunk_streams(draw, interleave_tools: bool) -> list[Chunk]:
     for i in range(n_tools):
         args = json.dumps(draw(json_args))
         cuts = sorted(draw(st.lists(st.integers(0, len(args)), max_size=3)))
-        frags = [args[a:b] for a, b in zip([0, *cuts], [*cuts, len(args)])]
+        frags = [args[a:b] for a, b in zip([0, *cuts], [*cuts, len(args)], strict=True)]
         first = ToolCallDelta(i, id=f"call_{i}", name=draw(ident), arguments=frags[0])
-        pieces.append([Chunk(tool_calls=[first])] + [Chunk(tool_calls=[ToolCallDelta(i, arguments=f)]) for f in frags[1:]])
+        pieces.append(
+            [Chunk(tool_calls=[first])] + [Chunk(tool_calls=[ToolCallDelta(i, arguments=f)]) for f in frags[1:]]
+        )
     chunks: list[Chunk] = [Chunk(text=t) for t in draw(st.lists(text, max_size=3))]
     if interleave_tools:
         while any(pieces):
@@ -240,12 +250,41 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=10,
 )
-keys = st.sampled_from(["model", "messages", "max_tokens", "max_completion_tokens", "stop", "stop_sequences",
-                        "tools", "tool_choice", "system", "stream", "stream_options", "temperature", "top_p",
-                        "seed", "n", "role", "content", "tool_calls", "tool_call_id", "function", "name",
-                        "type", "text", "tool_use_id", "input", "arguments"])
+keys = st.sampled_from(
+    [
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "stop_sequences",
+        "tools",
+        "tool_choice",
+        "system",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "seed",
+        "n",
+        "role",
+        "content",
+        "tool_calls",
+        "tool_call_id",
+        "function",
+        "name",
+        "type",
+        "text",
+        "tool_use_id",
+        "input",
+        "arguments",
+    ]
+)
 near_valid = st.recursive(
-    st.none() | st.booleans() | st.integers(-2, 5) | st.text(max_size=5)
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 5)
+    | st.text(max_size=5)
     | st.sampled_from(["user", "assistant", "tool", "system", "text", "tool_use", "tool_result", "function"]),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=5),
     max_leaves=25,

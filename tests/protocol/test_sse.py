@@ -19,7 +19,7 @@ async def _read(*lines: str) -> list[SSEEvent]:
 
 
 async def test_data_with_and_without_space_and_event_and_id():
-    events = await _read("event: ping", "id: 7", "data: {\"a\":1}", "", "data:x", "")
+    events = await _read("event: ping", "id: 7", 'data: {"a":1}', "", "data:x", "")
     assert events == [SSEEvent("ping", '{"a":1}', "7"), SSEEvent(None, "x", "7")]
 
 
@@ -45,7 +45,7 @@ async def test_crlf_endings_are_tolerated():
     assert await _read("data: a\r", "\r") == [SSEEvent(None, "a")]
 
 
-@pytest.mark.parametrize("line", ["garbage", "{\"a\": 1}", "dat: x", "retry: soon", "<html>"])
+@pytest.mark.parametrize("line", ["garbage", '{"a": 1}', "dat: x", "retry: soon", "<html>"])
 async def test_malformed_line_raises(line):
     with pytest.raises(SSEFormatError):
         await _read("data: ok", "", line, "")

@@ -43,8 +43,9 @@ def contend(db: str, tag: str, rounds: str, go: str) -> None:
     from router.writer import WriteFailed
 
     async def main() -> None:
-        config = AppConfig(engine=EngineConfig(data_dir=Path(db).parent, model_dirs=[], scan_hf_cache=False),
-                           db_path=Path(db))
+        config = AppConfig(
+            engine=EngineConfig(data_dir=Path(db).parent, model_dirs=[], scan_hf_cache=False), db_path=Path(db)
+        )
         wb = Workbench(config, Store.open(db))
         wb.events.add_callback(lambda e: failed(RuntimeError(e.error)) if isinstance(e, WriteFailed) else None)
         try:
@@ -52,15 +53,19 @@ def contend(db: str, tag: str, rounds: str, go: str) -> None:
                 try:
                     rule = wb.store.add_rule(Rule(f"{tag}-rule-{i}", "up"))
                     say("ack rule", rule.id)
-                except Exception as exc:  # noqa: BLE001 - every failure is counted by the parent
+                except Exception as exc:
                     failed(exc)
-                request = ChatRequest(model=f"{tag}-model", messages=[Message("user", f"question {i}")],
-                                      max_tokens=8, metadata={"request_id": f"{tag}-{i}"})
+                request = ChatRequest(
+                    model=f"{tag}-model",
+                    messages=[Message("user", f"question {i}")],
+                    max_tokens=8,
+                    metadata={"request_id": f"{tag}-{i}"},
+                )
                 stream = wb.router.route(request, front_end=tag)
                 try:
                     await collect(stream)
                     say("answered", stream.request_id)
-                except Exception as exc:  # noqa: BLE001 - every failure is counted by the parent
+                except Exception as exc:
                     failed(exc)
                 await asyncio.sleep(0)
         finally:
@@ -100,7 +105,8 @@ def loop(db: str) -> None:
         say("ack rule", rule.id)
         rec = RequestRecord("loop", "canonical", "m", request_id=f"loop-{i}", attempts=[{"n": i}])
         store.log_request_later(rec).add_done_callback(
-            lambda f, rid=rec.request_id: say("ack log", rid) if f.exception() is None else failed(f.exception()))
+            lambda f, rid=rec.request_id: say("ack log", rid) if f.exception() is None else failed(f.exception())
+        )
         i += 1
 
 

@@ -31,8 +31,13 @@ class FullDiskStore(Store):
 
 def hold_lock(db: Path, seconds: float) -> subprocess.Popen[str]:
     """Another process inside a write transaction for `seconds` (then it commits and prints "released")."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.router.storage_child", "hold", str(db), str(seconds)],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.router.storage_child", "hold", str(db), str(seconds)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "in-tx", proc.stderr.read()
     return proc

@@ -108,8 +108,11 @@ def test_rules_list_orders_by_match_precedence(capsys) -> None:
         (["rules", "enable", "7"], "no rule with id 7"),
         (["rules", "add", "x", "--backend", "local", "--fallback", ":m"], "fallback"),
         (["rules", "add", "", "--backend", "local"], "pattern"),
-        (["backends", "add", "b", "--kind", "openai", "--base-url", "ftp://x"], "base_url"),
-        (["backends", "add", "b", "--kind", "openai", "--retries", "-3"], "retries: must be 0 or more"),
+        (["backends", "add", "b", "--kind", "openai", "--base-url", "ftp://x"], "error: --base-url: must start with"),
+        (["backends", "add", "b", "--kind", "openai", "--retries", "-3"], "error: --retries: must be 0 or more"),
+        (["backends", "add", "b", "--kind", "openai", "--timeout", "0"], "error: --timeout: must be positive"),
+        (["backends", "add", "b", "--kind", "openai", "--deadline", "0"], "error: --deadline: must be positive"),
+        (["backends", "trip", "nope"], "error: no cloud backend named 'nope'\n"),
         (["backends", "rm", "nope"], "no backend named nope"),
         (
             ["backends", "add", "ollama", "--kind", "openai-compatible"],
@@ -164,6 +167,47 @@ def test_openai_and_anthropic_backends_default_to_the_services_own_urls(capsys) 
     assert code == 0
     urls = {b["name"]: b["base_url"] for b in json.loads(out)}
     assert urls == {"oa": "https://api.openai.com/v1", "an": "https://api.anthropic.com"}
+
+
+def test_backends_get_no_cap_on_the_whole_answer_unless_asked(capsys, isolated_env: Path) -> None:
+    from router.store import Store
+    from router.workbench import cloud_config
+
+    assert run(capsys, "backends", "add", "plain", "--kind", "openai")[0] == 0
+    assert run(capsys, "backends", "add", "capped", "--kind", "openai", "--timeout", "90")[0] == 0
+    store = Store.open(db_path(isolated_env))
+    try:
+        configs = {rec.name: cloud_config(rec) for rec in store.list_backends()}
+    finally:
+        store.close()
+    assert (configs["plain"].total_timeout, configs["plain"].idle_timeout) == (None, 60.0)
+    assert configs["capped"].total_timeout == 90.0
+
+
+def test_backends_rm_refuses_while_rules_use_it_unless_forced(capsys, monkeypatch) -> None:
+    for name in ("oa", "spare"):
+        assert run(capsys, "backends", "add", name, "--kind", "openai")[0] == 0
+    assert run(capsys, "rules", "add", "gpt-*", "--backend", "oa")[0] == 0
+    assert run(capsys, "rules", "add", "smart", "--backend", "local", "-f", "oa:gpt-4o", "--disabled")[0] == 0
+    code, out, err = run(capsys, "backends", "rm", "oa")
+    assert code == 1 and out == ""
+    assert err.startswith("error: backend oa is in use by rule #1 gpt-* (target), rule #2 smart (fallback)")
+    assert "--force" in err and len(err.strip().splitlines()) == 1
+    assert {b["name"] for b in json.loads(run(capsys, "backends", "list", "--json")[1])} == {"oa", "spare"}
+    code, out, err = run(capsys, "backends", "rm", "oa", "--force")
+    assert code == 0 and out.strip() == "removed backend oa"
+    assert err.startswith("warning: oa is still named by rule #1 gpt-* (target), rule #2 smart (fallback)")
+    assert {b["name"] for b in json.loads(run(capsys, "backends", "list", "--json")[1])} == {"spare"}
+    chain = json.loads(run(capsys, "rules", "explain", "gpt-4", "--json")[1])["chain"]
+    assert (chain[0]["backend"], chain[0]["reason"]) == ("oa", "no such backend")
+    # The default route uses it too.
+    monkeypatch.setenv("MLXWB_DEFAULT_BACKEND", "spare")
+    code, _, err = run(capsys, "backends", "rm", "spare")
+    assert code == 1 and "in use by the default route" in err
+    monkeypatch.delenv("MLXWB_DEFAULT_BACKEND")
+    # Unused: removed without a word more.
+    code, out, err = run(capsys, "backends", "rm", "spare")
+    assert (code, out.strip(), err) == (0, "removed backend spare", "")
 
 
 def test_health_has_a_row_per_backend(capsys) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from router.events import EventBus, RulesChanged
@@ -32,7 +33,7 @@ async def test_full_subscription_drops_the_oldest_and_counts() -> None:
     for e in events:
         bus.publish(e)  # nobody reads: must not block
     assert sub.dropped == 2
-    got = [await sub.get(timeout=5) for _ in range(3)]
+    got = [await asyncio.wait_for(sub.get(), 5) for _ in range(3)]
     assert got == events[2:]
     sub.close()
     bus.publish(RulesChanged())
@@ -46,7 +47,7 @@ async def test_publish_from_another_thread_reaches_the_loop_subscriber() -> None
     t = threading.Thread(target=bus.publish, args=(ev,))
     t.start()
     t.join(5)
-    assert await sub.get(timeout=5) is ev
+    assert await asyncio.wait_for(sub.get(), 5) is ev
 
 
 async def test_subscription_iterates_until_closed() -> None:

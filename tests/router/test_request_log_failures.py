@@ -7,6 +7,7 @@ the failure is logged and published on the EventBus as a `WriteFailed`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -26,8 +27,13 @@ UP = {"retries": 0, "connect_timeout": 5.0, "deadline": 20.0}
 
 
 def ask(request_id: str, stream: bool = True) -> ChatRequest:
-    return ChatRequest(model="gpt-x", messages=[Message("user", "hello")], max_tokens=8, stream=stream,
-                       metadata={"request_id": request_id})
+    return ChatRequest(
+        model="gpt-x",
+        messages=[Message("user", "hello")],
+        max_tokens=8,
+        stream=stream,
+        metadata={"request_id": request_id},
+    )
 
 
 def workbench(tmp_path: Path, store: Store, upstream_url: str, monkeypatch: pytest.MonkeyPatch) -> Workbench:
@@ -35,8 +41,7 @@ def workbench(tmp_path: Path, store: Store, upstream_url: str, monkeypatch: pyte
     store.save_backend(BackendRecord("up", "openai-compatible", upstream_url, dict(UP)))
     store.add_rule(Rule("gpt-*", "up"))
     store.set_cloud_routing(True)  # off in a new data directory
-    config = AppConfig(engine=EngineConfig(data_dir=tmp_path, model_dirs=[], scan_hf_cache=False),
-                       db_path=store.path)
+    config = AppConfig(engine=EngineConfig(data_dir=tmp_path, model_dirs=[], scan_hf_cache=False), db_path=store.path)
     return Workbench(config, store)
 
 
@@ -55,11 +60,13 @@ async def test_answers_arrive_whole_when_the_disk_is_full(tmp_path, fake_upstrea
         failures: list[WriteFailed] = []
         finished: list[RequestFinished] = []
         while len(failures) < 2:
-            event = await events.get(timeout=30)
+            event = await asyncio.wait_for(events.get(), 30)
             failures += [event] if isinstance(event, WriteFailed) else []
             finished += [event] if isinstance(event, RequestFinished) else []
-        assert [(f.detail, f.kind, f.what) for f in failures] == [("streamed", "full", "write the request log"),
-                                                                  ("whole", "full", "write the request log")]
+        assert [(f.detail, f.kind, f.what) for f in failures] == [
+            ("streamed", "full", "write the request log"),
+            ("whole", "full", "write the request log"),
+        ]
         assert [f.status for f in finished] == ["ok", "ok"]
         assert "is full" in failures[0].error
         messages = [r.getMessage() for r in caplog.records]

@@ -27,8 +27,16 @@ from tests.fixtures.fake_upstream import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = {"retries": 0, "backoff_factor": 0.01, "connect_timeout": 2.0, "deadline": 5.0,
-        "idle_timeout": 2.0, "total_timeout": 20.0, "fail_max": 2, "reset_timeout": 30.0}
+FAST = {
+    "retries": 0,
+    "backoff_factor": 0.01,
+    "connect_timeout": 2.0,
+    "deadline": 5.0,
+    "idle_timeout": 2.0,
+    "total_timeout": 20.0,
+    "fail_max": 2,
+    "reset_timeout": 30.0,
+}
 
 
 def ask(model: str, **kw) -> ChatRequest:
@@ -39,8 +47,7 @@ def ask(model: str, **kw) -> ChatRequest:
 
 @pytest.fixture
 async def wb(tmp_path: Path, tiny_models_dir: Path, fake_upstream, memory_keyring):
-    cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "data", model_dirs=[tiny_models_dir],
-                                        scan_hf_cache=False))
+    cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "data", model_dirs=[tiny_models_dir], scan_hf_cache=False))
     bench = Workbench.open(cfg)
     bench.set_cloud_routing(True)  # a new data directory starts with it off
     bench.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url, dict(FAST)))
@@ -122,6 +129,9 @@ async def test_401_is_returned_without_failover(wb: Workbench, fake_upstream) ->
     assert fake_upstream.count(ANTHROPIC_PATH) == 0
     assert [a.outcome for a in stream.trace] == ["rejected"]
     assert wb.backends()["openai"].snapshot().state == "closed"
+    row = wb.store.recent_requests()[0]
+    assert row.status == "rejected" and "401" in row.error
+    assert [(a["backend"], a["outcome"]) for a in row.attempts] == [("openai", "rejected")]
 
 
 async def test_failure_after_first_chunk_ends_with_an_error_chunk(wb: Workbench, fake_upstream) -> None:
@@ -140,16 +150,24 @@ async def test_all_unavailable_is_a_503_with_the_trace(wb: Workbench, fake_upstr
     fake_upstream.set_default(OPENAI_PATH, 500)
     fake_upstream.set_default(ANTHROPIC_PATH, 500)
     wb.store.add_rule(Rule("smart", "openai", fallbacks=[Step("anthropic")]))
-    with pytest.raises(UnavailableError, match="all backends unavailable: openai: .*; anthropic: ") as exc:
+    with pytest.raises(UnavailableError, match=r"all backends unavailable: openai: .*; anthropic: ") as exc:
         await collect(wb.router.route(ask("smart")))
     assert exc.value.status == 503
+    row = wb.store.recent_requests()[0]
+    assert row.status == "unavailable" and row.error.startswith("all backends unavailable") and not row.final_backend
+    assert [(a["backend"], a["outcome"]) for a in row.attempts] == [
+        ("openai", "unavailable"),
+        ("anthropic", "unavailable"),
+    ]
 
 
 async def test_rule_edited_in_another_process_is_used_next(wb: Workbench) -> None:
     with pytest.raises(RejectedError, match="not found"):
         await collect(wb.router.route(ask("alias")))
-    code = ("import sys; from router.store import Store; from router.rules import Rule; "
-            "s = Store.open(sys.argv[1]); s.add_rule(Rule('alias', 'local', model='tiny-llama-mlx')); s.close()")
+    code = (
+        "import sys; from router.store import Store; from router.rules import Rule; "
+        "s = Store.open(sys.argv[1]); s.add_rule(Rule('alias', 'local', model='tiny-llama-mlx')); s.close()"
+    )
     subprocess.run([sys.executable, "-c", code, str(wb.store.path)], check=True, cwd=ROOT, timeout=60)
     result = await collect(wb.router.route(ask("alias")))
     assert result.backend == "local" and result.model == "tiny-llama-mlx"
@@ -208,8 +226,11 @@ def _slow_openai(wb: Workbench, fake_upstream, **settings) -> None:
     wb.store.add_rule(Rule("smart", "openai", model="gpt-fake", fallbacks=[Step("anthropic", "claude-fake")]))
 
 
-@pytest.mark.parametrize("reply", [Reply(delay=3600), Reply(status=429, headers={"Retry-After": "100"})],
-                         ids=["never-answers", "429-retry-after-100"])
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(delay=3600), Reply(status=429, headers={"Retry-After": "100"})],
+    ids=["never-answers", "429-retry-after-100"],
+)
 async def test_failover_within_the_deadline_plus_half_a_second(wb: Workbench, fake_upstream, reply) -> None:
     fake_upstream.set_default(OPENAI_PATH, reply)
     _slow_openai(wb, fake_upstream, retries=3, deadline=1.0)
@@ -276,13 +297,20 @@ def _openai_line(text: str) -> str:
     return "data: " + json.dumps(openai_text_stream(text)[1])
 
 
-@pytest.mark.parametrize("path,reply,says", [
-    (OPENAI_PATH, Reply(stream=openai_text_stream("one two three"), cut_after=2), "stream interrupted"),
-    (OPENAI_PATH, Reply(raw_lines=[_openai_line("one"), "", "<html>proxy error</html>"]), "malformed stream"),
-    (OPENAI_PATH, Reply(stream=openai_text_stream("one two three"), stall_after=2), "stream stalled"),
-    (ANTHROPIC_PATH, Reply(stream=anthropic_text_stream("one two")[:4] + [anthropic_error_event("Overloaded")]),
-     "Overloaded"),
-], ids=["cut", "malformed", "stall", "error-event"])
+@pytest.mark.parametrize(
+    "path,reply,says",
+    [
+        (OPENAI_PATH, Reply(stream=openai_text_stream("one two three"), cut_after=2), "stream interrupted"),
+        (OPENAI_PATH, Reply(raw_lines=[_openai_line("one"), "", "<html>proxy error</html>"]), "malformed stream"),
+        (OPENAI_PATH, Reply(stream=openai_text_stream("one two three"), stall_after=2), "stream stalled"),
+        (
+            ANTHROPIC_PATH,
+            Reply(stream=[*anthropic_text_stream("one two")[:4], anthropic_error_event("Overloaded")]),
+            "Overloaded",
+        ),
+    ],
+    ids=["cut", "malformed", "stall", "error-event"],
+)
 async def test_upstream_failures_after_the_first_chunk_are_upstream_errors(
     wb: Workbench, fake_upstream, path: str, reply: Reply, says: str
 ) -> None:
@@ -532,9 +560,11 @@ async def test_cloud_off_answers_from_the_local_step_and_says_why(scripted_route
     assert stream.failover_note() == "openai skipped: cloud routing is off"
     row = store.recent_requests(limit=1)[0]
     assert [(a["backend"], a["outcome"], a["error"]) for a in row.attempts] == [
-        ("openai", "skipped", "cloud routing is off"), ("local", "ok", None)]
+        ("openai", "skipped", "cloud routing is off"),
+        ("local", "ok", None),
+    ]
     store.delete_rule(1)
     store.add_rule(Rule("m", "openai"))
-    with pytest.raises(UnavailableError, match="cloud routing is off; .*mlx-workbench cloud on") as exc:
+    with pytest.raises(UnavailableError, match=r"cloud routing is off; .*mlx-workbench cloud on") as exc:
         await collect(router.route(ask("m")))
     assert exc.value.status == 503 and cloud.calls == 0

@@ -29,7 +29,7 @@ def test_more_specific_pattern_wins_at_equal_priority() -> None:
 
 def test_lower_id_breaks_the_last_tie() -> None:
     rules = [rule("claude-*", 7), rule("claude-?*", 3)]
-    assert match(rules, "claude-3") .id == 3
+    assert match(rules, "claude-3").id == 3
 
 
 def test_regex_fullmatch_and_its_specificity() -> None:
@@ -108,7 +108,7 @@ def test_explain_reasons_for_exact_and_lower_id() -> None:
 def test_unknown_fallback_backend_is_refused() -> None:
     with pytest.raises(RuleError, match="unknown backend 'ghost'"):
         validate_rule(Rule("x", "local", fallbacks=[Step("ghost")]), known_backends={"local", "openai"})
-    with pytest.raises(RuleError, match="invalid regular expression: .*"):
+    with pytest.raises(RuleError, match=r"invalid regular expression: .*"):
         validate_rule(Rule("re:(unclosed", "local"))
 
 
@@ -117,10 +117,16 @@ def test_cloud_routing_off_skips_every_step_but_the_local_engine() -> None:
     states = {"local": "closed", "openai": "open", "anthropic": "closed"}
     on = explain(rules, "m", "local", states)
     assert [(s.backend, s.skipped, s.reason) for s in on.chain] == [
-        ("openai", True, "breaker open"), ("local", False, None), ("anthropic", False, None),
-        ("gone", True, "no such backend")]
+        ("openai", True, "breaker open"),
+        ("local", False, None),
+        ("anthropic", False, None),
+        ("gone", True, "no such backend"),
+    ]
     off = explain(rules, "m", "local", states, cloud_routing=False)
     assert [(s.backend, s.skipped, s.reason) for s in off.chain] == [
-        ("openai", True, "cloud routing is off"), ("local", False, None),
-        ("anthropic", True, "cloud routing is off"), ("gone", True, "no such backend")]
+        ("openai", True, "cloud routing is off"),
+        ("local", False, None),
+        ("anthropic", True, "cloud routing is off"),
+        ("gone", True, "no such backend"),
+    ]
     assert "anthropic/m (skipped: cloud routing is off)" in off.summary()

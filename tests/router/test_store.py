@@ -44,8 +44,9 @@ def test_fresh_db_has_schema_wal_and_private_mode(store: Store) -> None:
 
 
 def test_rules_round_trip(store: Store) -> None:
-    r = store.add_rule(Rule("gpt-*", "openai", model=None, fallbacks=[Step("anthropic", "claude-x")], priority=3,
-                            note="cloud"))
+    r = store.add_rule(
+        Rule("gpt-*", "openai", model=None, fallbacks=[Step("anthropic", "claude-x")], priority=3, note="cloud")
+    )
     assert r.id is not None and r.created_at
     got = store.get_rule(r.id)
     assert got.fallbacks == [Step("anthropic", "claude-x")] and got.priority == 3 and got.note == "cloud"
@@ -78,8 +79,11 @@ def test_conversations_and_settings(store: Store) -> None:
 def test_request_log_is_bounded_and_keeps_no_prompt_by_default(tmp_path: Path) -> None:
     s = Store.open(tmp_path / "log.db", max_rows=20)
     for i in range(250):
-        s.log_request(RequestRecord("tui", "canonical", f"m{i}", prompt="secret question",
-                                    attempts=[{"backend": "local", "outcome": "ok"}]))
+        s.log_request(
+            RequestRecord(
+                "tui", "canonical", f"m{i}", prompt="secret question", attempts=[{"backend": "local", "outcome": "ok"}]
+            )
+        )
     s.prune()
     rows = s.recent_requests(limit=1000)
     assert len(rows) == 20 and rows[0].model == "m249"
@@ -154,8 +158,10 @@ def test_change_token_sees_other_connections_and_processes(tmp_path: Path, store
     t1 = store.change_token()
     assert t1 != t0
     other.close()
-    code = ("import sys; from router.store import Store; from router.rules import Rule; "
-            "s = Store.open(sys.argv[1]); s.add_rule(Rule('y', 'local')); s.close()")
+    code = (
+        "import sys; from router.store import Store; from router.rules import Rule; "
+        "s = Store.open(sys.argv[1]); s.add_rule(Rule('y', 'local')); s.close()"
+    )
     subprocess.run([sys.executable, "-c", code, str(store.path)], check=True, cwd=ROOT, timeout=60)
     assert store.change_token() != t1
     assert {r.pattern for r in store.list_rules()} == {"x", "y"}
@@ -299,7 +305,7 @@ def test_full_disk_is_a_full_error_and_the_data_stays(tmp_path: Path) -> None:
     s = Store.open(path)
     kept = [s.add_rule(Rule(f"kept-{i}", "local")).id for i in range(3)]
     s.db.execute(f"PRAGMA max_page_count = {s.db.execute('PRAGMA page_count').fetchone()[0]}")
-    with pytest.raises(StoreFullError, match="could not save the rule .* is full .* intact") as exc:
+    with pytest.raises(StoreFullError, match=r"could not save the rule .* is full .* intact") as exc:
         for i in range(10000):
             kept.append(s.add_rule(Rule(f"more-{i}-" + "z" * 500, "local")).id)
     assert exc.value.kind == "full"
@@ -332,7 +338,7 @@ def test_a_lock_held_past_the_policy_is_a_busy_error_and_nothing_changes(tmp_pat
     s = Store.open(path, policy=RetryPolicy(busy_timeout_s=0.2, attempts=2, pause_s=0.01))
     holder = hold_lock(path, 60)
     try:
-        with pytest.raises(StoreBusyError, match="could not save the rule 'late': .* locked by another process"):
+        with pytest.raises(StoreBusyError, match=r"could not save the rule 'late': .* locked by another process"):
             s.add_rule(Rule("late", "local"))
     finally:
         holder.kill()
@@ -359,8 +365,10 @@ async def test_writer_reports_a_failed_write_on_the_loop_and_in_the_log(tmp_path
     s = FullDiskStore.open(tmp_path / "wb.db")
     seen: list[tuple[WriteFailed, int]] = []
     caplog.set_level(logging.ERROR, logger="router.writer")
-    future = s.log_request_later(RequestRecord("tui", "canonical", "m", request_id="r" * 12),
-                                 on_failed=lambda e: seen.append((e, threading.get_ident())))
+    future = s.log_request_later(
+        RequestRecord("tui", "canonical", "m", request_id="r" * 12),
+        on_failed=lambda e: seen.append((e, threading.get_ident())),
+    )
     with pytest.raises(StoreFullError):
         await asyncio.wrap_future(future)
     await asyncio.sleep(0)  # the callback was scheduled on this loop
@@ -382,15 +390,20 @@ async def test_asave_conversation_keeps_a_snapshot_and_sets_the_id(store: Store)
     conv.messages.append({"role": "assistant", "content": "partial", "unfinished": True})
     assert store.get_conversation(conv.id).messages == [{"role": "user", "content": "question"}]
     await store.asave_conversation(conv)
-    assert store.get_conversation(conv.id).messages[-1] == {"role": "assistant", "content": "partial",
-                                                            "unfinished": True}
+    assert store.get_conversation(conv.id).messages[-1] == {
+        "role": "assistant",
+        "content": "partial",
+        "unfinished": True,
+    }
     assert [c.id for c in store.list_conversations()] == [conv.id]
 
 
 async def test_writer_run_raises_the_store_error_to_the_awaiting_caller(tmp_path: Path) -> None:
     s = FullDiskStore.open(tmp_path / "wb.db")
     with pytest.raises(StoreFullError):
-        await s.writer.run(lambda w: w.log_request(RequestRecord("x", "canonical", "m", request_id="r" * 12)),
-                           what="write the request log")
+        await s.writer.run(
+            lambda w: w.log_request(RequestRecord("x", "canonical", "m", request_id="r" * 12)),
+            what="write the request log",
+        )
     assert await s.writer.run(lambda w: len(w.list_rules()), what="count") == 0  # the thread lives on
     s.close()

@@ -28,13 +28,28 @@ pytestmark = pytest.mark.slow
 
 def child(*args: object, env: dict[str, str] | None = None, **kw) -> subprocess.Popen[str]:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "tests.router.storage_child", *map(str, args)], cwd=ROOT,
-                            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.router.storage_child", *map(str, args)],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], check=False, cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        **kw,
+    )
 
 
 def acked(out: str, what: str) -> list[str]:
@@ -89,8 +104,14 @@ def test_three_processes_write_at_once_without_a_single_locked_error(tmp_path: P
     db, go = tmp_path / "wb.db", tmp_path / "go"
     tags, rounds = ("p0", "p1", "p2"), 25
     store = Store.open(db)
-    store.save_backend(BackendRecord("up", "openai-compatible", fake_upstream.openai_url,
-                                     {"retries": 0, "connect_timeout": 5.0, "deadline": 20.0}))
+    store.save_backend(
+        BackendRecord(
+            "up",
+            "openai-compatible",
+            fake_upstream.openai_url,
+            {"retries": 0, "connect_timeout": 5.0, "deadline": 20.0},
+        )
+    )
     store.set_cloud_routing(True)  # off in a new data directory
     for tag in tags:
         store.add_rule(Rule(f"{tag}-model", "up"))
@@ -100,11 +121,11 @@ def test_three_processes_write_at_once_without_a_single_locked_error(tmp_path: P
     go.touch()
     outs = [p.communicate(timeout=240) for p in procs]
 
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0 and "Traceback" not in err, err[-3000:]
         assert [line for line in out.splitlines() if line.startswith("failed")] == []
     rules = set(column(db, "SELECT id FROM rules"))
-    for tag, (out, _) in zip(tags, outs):
+    for tag, (out, _) in zip(tags, outs, strict=True):
         acked_rules = {int(i) for i in acked(out, "rule")}
         assert len(acked_rules) == rounds and acked_rules <= rules
         answered = [line.split()[1] for line in out.splitlines() if line.startswith("answered ")]
@@ -123,7 +144,7 @@ def test_processes_starting_at_once_on_an_empty_folder_all_open_it(tmp_path: Pat
         time.sleep(0.3)
         go.touch()
         outs = [p.communicate(timeout=120) for p in procs]
-        for p, (out, err) in zip(procs, outs):
+        for p, (out, err) in zip(procs, outs, strict=True):
             assert p.returncode == 0, err[-3000:]
             assert len(acked(out, "rule")) == 1
         assert column(db, "PRAGMA user_version") == [SCHEMA_VERSION]

@@ -11,11 +11,11 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def restore_time_zone() -> Iterator[None]:
-    """tui.screenshots.fixed_app() pins TZ=UTC so clock text is stable; later tests get the machine's zone back."""
-    before = os.environ.get("TZ")
+    """The fixed scenes set TZ=UTC (their clock times must not depend on the machine): put it back."""
+    saved = os.environ.get("TZ")
     yield
-    if before is None:
+    if saved is None:
         os.environ.pop("TZ", None)
     else:
-        os.environ["TZ"] = before
+        os.environ["TZ"] = saved
     time.tzset()

@@ -15,8 +15,12 @@ from tui.app import WorkbenchApp
 
 
 def make_config(tmp_path: Path, models_dir: Path, **kw: Any) -> AppConfig:
-    cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "data", model_dirs=[models_dir], scan_hf_cache=False,
-                                        memory_budget_bytes=2**30), listener_port=0)
+    cfg = AppConfig(
+        engine=EngineConfig(
+            data_dir=tmp_path / "data", model_dirs=[models_dir], scan_hf_cache=False, memory_budget_bytes=2**30
+        ),
+        listener_port=0,
+    )
     for key, value in kw.items():
         setattr(cfg, key, value)
     return cfg
@@ -26,7 +30,7 @@ def make_app(tmp_path: Path, models_dir: Path, **kw: Any) -> WorkbenchApp:
     return WorkbenchApp(make_config(tmp_path, models_dir, **kw))
 
 
-async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout: float = 60.0) -> None:  # noqa: ASYNC109
+async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout: float = 60.0) -> None:
     deadline = time.perf_counter() + timeout
     while not predicate():
         if time.perf_counter() > deadline:

@@ -1,4 +1,5 @@
-"""Snapshots of every pane at 120x40 and the chat pane at 80x24, from fixed data."""
+"""Snapshots of every pane (120x40 and 80x24), the dialogs, the help screen, a failover and the
+all-backends-down state, from fixed data (tui/screenshots.py: the same scenes as `make screenshots`)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tui.screenshots import PANES, fixed_app, prepare, quiet, settle
+from tui.screenshots import SCENES, fixed_app, play
 
 
-def _run_before(pane: str):
+@pytest.mark.parametrize("scene", sorted(SCENES))
+def test_scene(scene: str, snap_compare, tmp_path: Path, tiny_models_dir: Path) -> None:
+    app = fixed_app(tmp_path, tiny_models_dir)
+
     async def run_before(pilot) -> None:
-        quiet(pilot.app)
-        await settle(pilot)
-        await prepare(pilot.app, pane)
-        await settle(pilot)
+        await play(app, pilot, scene)
 
-    return run_before
-
-
-@pytest.mark.parametrize("pane", PANES)
-def test_pane_120x40(pane: str, snap_compare, tmp_path: Path, tiny_models_dir: Path) -> None:
-    app = fixed_app(tmp_path, tiny_models_dir)
-    assert snap_compare(app, terminal_size=(120, 40), run_before=_run_before(pane))
-
-
-def test_chat_80x24(snap_compare, tmp_path: Path, tiny_models_dir: Path) -> None:
-    app = fixed_app(tmp_path, tiny_models_dir)
-    assert snap_compare(app, terminal_size=(80, 24), run_before=_run_before("chat"))
+    assert snap_compare(app, terminal_size=SCENES[scene][0], run_before=run_before)

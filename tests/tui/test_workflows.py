@@ -77,8 +77,9 @@ async def test_a_saved_chat_reopens_with_its_answers_and_who_gave_them(tmp_path:
         assert conv.messages[1]["meta"] == meta and "local/tiny-llama-mlx" in conv.messages[3]["meta"]
 
 
-async def test_escape_stops_a_stream_and_keys_stay_live(tmp_path: Path, tiny_models_dir: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_escape_stops_a_stream_and_keys_stay_live(
+    tmp_path: Path, tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlx_lm.models import llama
 
     # The tiny model writes its whole 512-token context in about a second; slowed to ~20 ms a step, the
@@ -116,7 +117,7 @@ async def test_escape_stops_a_stream_and_keys_stay_live(tmp_path: Path, tiny_mod
         await wait_for(pilot, lambda: chat._stream is None, timeout=5)
         await wait_for(pilot, lambda: app.workbench.local._worker.active_count() == 0, timeout=2)
         assert app.workbench.store.recent_requests()[0].status == "client_gone"
-        await wait_for(pilot, lambda: "stopped" in list(app.query(ChatMessage))[-1]._meta, timeout=5)
+        await wait_for(pilot, lambda: "stopped" in list(app.query(ChatMessage))[-1].meta, timeout=5)
         assert switch_s < 1.0, f"switching panes took {switch_s:.2f} s during a stream"
         assert 1 < len(steps) < 512, "the slowed forward pass was not the one generating"
 
@@ -138,8 +139,9 @@ async def test_add_rule_in_the_form_then_explain_and_route(tmp_path: Path, tiny_
         assert (rule.pattern, rule.backend, rule.model) == ("my-alias", "local", "tiny-llama-mlx")
         app.query_one("#try-model").value = "my-alias"
         await wait_for(pilot, lambda: f"rule #{rule.id}" in str(app.query_one("#explain").render()), timeout=5)
-        result = await collect(app.workbench.router.route(
-            ChatRequest(model="my-alias", messages=[Message("user", "hi")], max_tokens=3)))
+        result = await collect(
+            app.workbench.router.route(ChatRequest(model="my-alias", messages=[Message("user", "hi")], max_tokens=3))
+        )
         assert result.model == "tiny-llama-mlx"
 
 
@@ -189,8 +191,11 @@ async def test_failing_backend_turns_its_card_and_dot_red(tmp_path: Path, tiny_m
     async with app.run_test(size=(120, 40)) as pilot:
         wb = app.workbench
         wb.store.set_cloud_routing(True)
-        wb.store.save_backend(BackendRecord("openai", "openai", fake_upstream.openai_url,
-                                            {"retries": 0, "fail_max": 1, "reset_timeout": 60}))
+        wb.store.save_backend(
+            BackendRecord(
+                "openai", "openai", fake_upstream.openai_url, {"retries": 0, "fail_max": 1, "reset_timeout": 60}
+            )
+        )
         wb.store.add_rule(Rule("gpt-*", "openai"))
         await pilot.press("f4")
         await wait_for(pilot, lambda: app.query("#card-openai"))
@@ -231,8 +236,10 @@ async def test_listener_port_in_use_is_a_notification(tmp_path: Path, tiny_model
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()
-    cfg = AppConfig(engine=EngineConfig(data_dir=tmp_path / "d", model_dirs=[tiny_models_dir], scan_hf_cache=False),
-                    listener_port=blocker.getsockname()[1])
+    cfg = AppConfig(
+        engine=EngineConfig(data_dir=tmp_path / "d", model_dirs=[tiny_models_dir], scan_hf_cache=False),
+        listener_port=blocker.getsockname()[1],
+    )
     app = WorkbenchApp(cfg)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
@@ -334,8 +341,9 @@ async def test_backend_form_fills_in_the_services_own_url(tmp_path: Path, tiny_m
         assert (rec.name, rec.kind, rec.base_url) == ("oa", "anthropic", "https://api.anthropic.com")
 
 
-async def test_page_keys_scroll_the_conversation_while_the_prompt_keeps_focus(tmp_path: Path,
-                                                                             tiny_models_dir: Path) -> None:
+async def test_page_keys_scroll_the_conversation_while_the_prompt_keeps_focus(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
     from textual.containers import VerticalScroll
 
     from tui.screenshots import sample_conversation

@@ -41,7 +41,10 @@ def wrap(fn: Callable[[argparse.Namespace, Any], int], needs_store: bool = True)
         except sqlite3.Error as exc:  # the store words its own errors; this is the net under it
             print(f"error: {store_error(exc, config.database, 'finish the command')}", file=sys.stderr)
             return 1
-        except (CLIError, RuleError, KeyringUnavailableError, ValueError, KeyError) as exc:
+        except KeyError as exc:  # str() of a KeyError is the repr of its message, quotes and all
+            print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return 1
+        except (CLIError, RuleError, KeyringUnavailableError, ValueError) as exc:
             print(f"error: {str(exc).strip(chr(39))}", file=sys.stderr)
             return 1
         finally:
@@ -55,7 +58,7 @@ def table(rows: Iterable[Iterable[Any]], header: list[str]) -> None:
     data = [header] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in data) for i in range(len(header))]
     for r in data:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def rule_dict(r: Any) -> dict[str, Any]:

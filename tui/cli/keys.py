@@ -42,6 +42,7 @@ def _keys_set(args: argparse.Namespace, ctx: Any) -> int:
     print(f"stored the key for {args.name} in the system keyring")
     return 0
 
+
 def _keys_rm(args: argparse.Namespace, ctx: Any) -> int:
     from router.secrets import Secrets
 
@@ -49,6 +50,7 @@ def _keys_rm(args: argparse.Namespace, ctx: Any) -> int:
         raise CLIError(f"no key stored for {args.name}")
     print(f"removed the key for {args.name}")
     return 0
+
 
 def _keys_status(args: argparse.Namespace, ctx: Any) -> int:
     from router.secrets import Secrets, env_var_for

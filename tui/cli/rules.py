@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("pattern", help="exact name, glob (gpt-*), or re:<regex>")
         p.add_argument("--backend", "-b", required=not needs_id, help="target backend (local, or a backend name)")
         p.add_argument("--model", "-m", help="model name to send (default: the requested name)")
-        p.add_argument("--fallback", "-f", action="append", metavar="BACKEND[:MODEL]",
-                       help="fallback step, in order (repeatable)")
+        p.add_argument(
+            "--fallback", "-f", action="append", metavar="BACKEND[:MODEL]", help="fallback step, in order (repeatable)"
+        )
         if needs_id:
             p.add_argument("--no-fallbacks", action="store_true", help="remove all fallbacks")
         p.add_argument("--priority", "-p", type=int)
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _known_backends(store: Any) -> set[str]:
     return {"local"} | {b.name for b in store.list_backends()}
 
+
 def _rules_list(args: argparse.Namespace, ctx: Any) -> int:
     from router.rules import order
 
@@ -57,10 +59,24 @@ def _rules_list(args: argparse.Namespace, ctx: Any) -> int:
     elif not rules:
         print("no rules: every model goes to the default route (local)")
     else:
-        table(([r.id, r.pattern, r.backend, r.model or "(same)", ", ".join(map(str, r.fallbacks)) or "-",
-                 r.priority, "yes" if r.enabled else "no", r.note] for r in rules),
-               ["ID", "PATTERN", "BACKEND", "MODEL", "FALLBACKS", "PRIO", "ENABLED", "NOTE"])
+        table(
+            (
+                [
+                    r.id,
+                    r.pattern,
+                    r.backend,
+                    r.model or "(same)",
+                    ", ".join(map(str, r.fallbacks)) or "-",
+                    r.priority,
+                    "yes" if r.enabled else "no",
+                    r.note,
+                ]
+                for r in rules
+            ),
+            ["ID", "PATTERN", "BACKEND", "MODEL", "FALLBACKS", "PRIO", "ENABLED", "NOTE"],
+        )
     return 0
+
 
 def _apply(rule: Any, args: argparse.Namespace) -> None:
     from router.rules import Step
@@ -82,6 +98,7 @@ def _apply(rule: Any, args: argparse.Namespace) -> None:
     if args.note is not None:
         rule.note = args.note
 
+
 def _rules_add(args: argparse.Namespace, ctx: Any) -> int:
     from router.rules import Rule, validate_rule
 
@@ -92,6 +109,7 @@ def _rules_add(args: argparse.Namespace, ctx: Any) -> int:
     store.add_rule(rule)
     print(json.dumps(rule_dict(rule)) if args.json else f"added rule {rule.id}: {rule.pattern} -> {rule.backend}")
     return 0
+
 
 def _rules_edit(args: argparse.Namespace, ctx: Any) -> int:
     from router.rules import validate_rule
@@ -105,6 +123,7 @@ def _rules_edit(args: argparse.Namespace, ctx: Any) -> int:
     store.update_rule(rule)
     print(json.dumps(rule_dict(rule)) if args.json else f"updated rule {rule.id}")
     return 0
+
 
 def _rules_toggle(args: argparse.Namespace, ctx: Any) -> int:
     _, store = ctx
@@ -120,16 +139,24 @@ def _rules_toggle(args: argparse.Namespace, ctx: Any) -> int:
         print(f"rule {args.id} {'enabled' if rule.enabled else 'disabled'}")
     return 0
 
+
 def _rules_explain(args: argparse.Namespace, ctx: Any) -> int:
     router = workbench(ctx).router
     ex = router.explain(args.model)
     if args.json:
-        print(json.dumps({
-            "model": ex.model, "cloud_routing": router.cloud_routing,
-            "rule": rule_dict(ex.rule) if ex.rule else None, "default_used": ex.default_used,
-            "beaten": [{"rule": rule_dict(r), "reason": why} for r, why in ex.beaten],
-            "chain": [asdict(s) for s in ex.chain],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": ex.model,
+                    "cloud_routing": router.cloud_routing,
+                    "rule": rule_dict(ex.rule) if ex.rule else None,
+                    "default_used": ex.default_used,
+                    "beaten": [{"rule": rule_dict(r), "reason": why} for r, why in ex.beaten],
+                    "chain": [asdict(s) for s in ex.chain],
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"model: {ex.model}")
     print(f"rule:  #{ex.rule.id} {ex.rule.pattern}" if ex.rule else "rule:  none matched: the default route")

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from router.config import ConfigError, load_config
-    from router.serve import run_serve
+    from router.listener.standalone import run_serve
     from router.store import StoreError
 
     try:

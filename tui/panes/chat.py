@@ -4,6 +4,7 @@ when it is sent, the answer every few seconds while it streams and once more at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 # How often a streaming answer is written, so a crash loses at most this much of it.
 SAVE_EVERY_S = 2.0
+# Load and queue times shorter than this go unsaid on the answer's line.
+WORTH_SAYING_S = 0.1
+# How long a question waits for its own write before it is asked anyway.
+QUESTION_SAVE_WAIT_S = 2.0
 UNFINISHED_NOTE = "unfinished: the app stopped before this answer ended"
 
 
@@ -39,9 +44,21 @@ def describe_answer(backend: str | None, model: str | None, usage: Any, note: st
     if note:
         parts.append(f"after {note}")
     if usage is not None:
-        parts.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tokens")
+        # A backend that reports no prompt count: the answer's tokens alone, not a made-up 0.
+        parts.append(
+            f"{usage.prompt_tokens}+{usage.completion_tokens} tokens"
+            if usage.prompt_tokens
+            else f"{usage.completion_tokens} tokens"
+        )
         if usage.ttft_s is not None:
             parts.append(f"TTFT {usage.ttft_s * 1000:.0f} ms")
+        # Of the TTFT: waiting for a place, and loading the model (the local engine says).
+        if (usage.queued_s or 0) > WORTH_SAYING_S:
+            parts.append(f"queued {usage.queued_s:.1f} s")
+        if (usage.load_s or 0) > WORTH_SAYING_S:
+            parts.append(f"loaded {model} in {usage.load_s:.1f} s")
+        if usage.cached_tokens:
+            parts.append(f"{usage.cached_tokens} prompt tokens from cache")
         if usage.tokens_per_s:
             parts.append(f"{usage.tokens_per_s:.1f} tok/s")
     return " · ".join(parts)
@@ -57,7 +74,7 @@ def chat_request(**kw: Any) -> ChatRequest:
     """A ChatRequest from the TUI: the local user may name a model file by its path, and a person
     waiting at the screen goes before batch traffic (set where the engine has these fields)."""
     known = {f.name for f in dataclasses.fields(ChatRequest)}
-    extra = {"allow_model_paths": True, "priority": "high"}
+    extra: dict[str, Any] = {"allow_model_paths": True, "priority": "high"}
     return ChatRequest(**kw, **{k: v for k, v in extra.items() if k in known})
 
 
@@ -98,15 +115,29 @@ class ChatSession:
     dirty: bool = False
     saving: bool = False
     failing: bool = False
+    # Set while nothing is waiting to be written.
+    written: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def from_conversation(cls, conv: Conversation) -> ChatSession:
-        return cls([Turn.from_dict(m) for m in conv.messages], conv.id, conv.created_at, conv.title, conv.model,
-                   conv.system_prompt)
+        return cls(
+            [Turn.from_dict(m) for m in conv.messages],
+            conv.id,
+            conv.created_at,
+            conv.title,
+            conv.model,
+            conv.system_prompt,
+        )
 
     def conversation(self) -> Conversation:
-        return Conversation(title=self.title, model=self.model, messages=[t.to_dict() for t in self.turns],
-                            system_prompt=self.system_prompt, id=self.conv_id, created_at=self.created_at)
+        return Conversation(
+            title=self.title,
+            model=self.model,
+            messages=[t.to_dict() for t in self.turns],
+            system_prompt=self.system_prompt,
+            id=self.conv_id,
+            created_at=self.created_at,
+        )
 
     def context(self) -> list[Message]:
         """What the model sees: failed turns (an error, or stopped before any text) are left out
@@ -155,6 +186,8 @@ class ChatPane(Pane):
         self._request_id: str | None = None
         self._waiting_on = ""
         self._live: Turn | None = None
+        # Text pieces (about one per token) of the answer streaming now.
+        self.live_tokens = 0
         self._local_names: set[str] = set()
         self._recent: list[str] = []
 
@@ -193,8 +226,9 @@ class ChatPane(Pane):
         hint = self.query_one("#chat-empty", Hint)
         hint.display = not self.session.turns
         target = f" {self.model}" if self.model else ""
-        hint.update(f"Type below and press Enter to ask{target}. ctrl+t: another model · ctrl+o: a saved chat · "
-                    "f10: every key.")
+        hint.update(
+            f"Type below and press Enter to ask{target}. ctrl+t: another model · ctrl+o: a saved chat · f10: every key."
+        )
 
     # ------------------------------------------------------------ model names
 
@@ -231,14 +265,15 @@ class ChatPane(Pane):
         self.show_route()
         self._show_empty_hint()
 
-    @on(messages.ModelsChanged)
     @on(messages.ConfigChanged)
     def names_may_have_changed(self) -> None:
+        # Rules, backends, or the list of local models (a rescan) changed.
         self.load_names()
 
-    @on(messages.BreakersChanged)
-    def breakers_changed(self) -> None:
-        self.show_route()
+    @on(messages.SnapshotsChanged)
+    def breakers_changed(self, event: messages.SnapshotsChanged) -> None:
+        if event.breakers_moved:
+            self.show_route()
 
     @on(Input.Changed, "#model")
     def show_route(self) -> None:
@@ -280,8 +315,9 @@ class ChatPane(Pane):
             return
         model = self.model
         if not model:
-            self.say("no model: type a name in the model field (ctrl+t), or fetch the demo model in Models (F2)",
-                     error=True)
+            self.say(
+                "no model: type a name in the model field (ctrl+t), or fetch the demo model in Models (F2)", error=True
+            )
             return
         try:
             temperature = self._number("temperature", float, 0.0, 2.0)
@@ -306,13 +342,17 @@ class ChatPane(Pane):
         await box.mount(ChatMessage("user", text))
         widget = ChatMessage("assistant")
         await box.mount(widget)
-        # The question is written before anything is asked: a crash from here on keeps it.
+        # The question is written before anything is asked: a crash from here on keeps it. (A
+        # database that refuses does not stop the question: the writer keeps retrying.)
         self.request_save(session)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.written.wait(), QUESTION_SAVE_WAIT_S)
         if model not in self._recent:
             self._recent.insert(0, model)
             self.model_field.set_names([model, *self.model_field.names])
         self._busy = True
         self._live = answer
+        self.live_tokens = 0
         self.say(f"asking {model}…")
         self.generate(session, request, answer, widget)
 
@@ -340,6 +380,7 @@ class ChatPane(Pane):
                 if chunk.text:
                     piece = printable(chunk.text)
                     pieces.append(piece)
+                    self.live_tokens = len(pieces)
                     md_stream = md_stream or Markdown.get_stream(widget.body)
                     await md_stream.write(piece)
                     if time.monotonic() - last_save >= SAVE_EVERY_S:
@@ -377,13 +418,13 @@ class ChatPane(Pane):
                     self.db_failed("writing the request log", exc, "the answer is kept")
             self._stream = None
             self._request_id = None
+        widget.set_meta(meta, error=state == "error")
         turn.content, turn.state, turn.meta = "".join(pieces), state, meta
         self._live = None
         self._busy = False
+        self.request_save(session)
         # One full parse at the end: streamed appends can leave code fences half-rendered.
         await widget.body.update(turn.content or "_(no answer)_")
-        widget.set_meta(meta, error=state == "error")
-        self.request_save(session)
 
     @on(messages.RequestStatus)
     def request_status(self, event: messages.RequestStatus) -> None:
@@ -412,6 +453,7 @@ class ChatPane(Pane):
 
     def request_save(self, session: ChatSession) -> None:
         session.dirty = True
+        session.written.clear()
         if not session.saving:
             session.saving = True
             self.run_worker(self._save_loop(session), group="chat-save", exit_on_error=False)
@@ -428,8 +470,11 @@ class ChatPane(Pane):
                     session.dirty = True
                     if not session.failing:
                         session.failing = True
-                        self.db_failed("saving the conversation", exc,
-                                       "Retrying every few seconds; nothing is lost while the app runs")
+                        self.db_failed(
+                            "saving the conversation",
+                            exc,
+                            "Retrying every few seconds; nothing is lost while the app runs",
+                        )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 8.0)
                     continue
@@ -439,6 +484,8 @@ class ChatPane(Pane):
                     self.notify("the conversation is saved again")
         finally:
             session.saving = False
+            if not session.dirty:
+                session.written.set()
 
     async def on_unmount(self) -> None:
         # Quitting mid-answer: what arrived is written, marked unfinished.
@@ -503,8 +550,9 @@ class ChatPane(Pane):
             if t.role == "user":
                 self.prompt.remember(t.content)
         box = self.query_one("#conversation", VerticalScroll)
-        await box.mount_all([ChatMessage(t.role, t.content, t.meta, error=t.state == "error")
-                             for t in self.session.turns])
+        await box.mount_all(
+            [ChatMessage(t.role, t.content, t.meta, error=t.state == "error") for t in self.session.turns]
+        )
         self._show_empty_hint()
         self.say(f"reopened: {conv.title}")
 

@@ -8,6 +8,7 @@ from textual.containers import VerticalScroll
 
 from tui import messages
 from tui.db import DB_ERRORS
+from tui.format import clock_time
 from tui.panes.base import Hint, Pane, PaneStatus
 from tui.widgets.backend_card import BackendCard
 
@@ -17,8 +18,6 @@ EMPTY_HINT = "Only the local engine so far: add a cloud backend in Rules (F3, th
 
 class HealthPane(Pane):
     HELP_TITLE = "Health"
-    BINDINGS: list = []
-
     DEFAULT_CSS = """
     HealthPane #cards { height: 1fr; }
     """
@@ -32,7 +31,12 @@ class HealthPane(Pane):
     def on_mount(self) -> None:
         self.refresh_cards()
 
-    @on(messages.BreakersChanged)
+    @on(messages.WriteFailed)
+    def write_failed(self, event: messages.WriteFailed) -> None:
+        # The answer was delivered; what the database refused is said here (and in the log file).
+        self.say(f"{clock_time(event.at)} could not {event.what}: {event.error}", error=True)
+
+    @on(messages.SnapshotsChanged)
     @on(messages.ConfigChanged)
     def refresh_cards(self) -> None:
         try:

@@ -17,11 +17,19 @@ from tui.format import human_bytes, human_count
 from tui.panes.base import Hint, Pane, PaneStatus
 from tui.widgets.fit import Column, FitTable
 
-COLUMNS = [Column("Name", "name", 0), Column("State", "state", 1), Column("Size", "size", 3),
-           Column("Memory", "memory", 2), Column("Params", "params", 4), Column("Quant", "quant", 5),
-           Column("Format", "format", 6), Column("Arch", "arch", 7)]
-EMPTY_HINT = ("No local models yet: press f to fetch the demo model (SmolLM2-135M, 98 MB), "
-              "or add model_dirs in the config.")
+COLUMNS = [
+    Column("Name", "name", 0),
+    Column("State", "state", 1),
+    Column("Size", "size", 3),
+    Column("Memory", "memory", 2),
+    Column("Params", "params", 4),
+    Column("Quant", "quant", 5),
+    Column("Format", "format", 6),
+    Column("Arch", "arch", 7),
+]
+EMPTY_HINT = (
+    "No local models yet: press f to fetch the demo model (SmolLM2-135M, 98 MB), or add model_dirs in the config."
+)
 
 
 class ModelsPane(Pane):
@@ -66,6 +74,9 @@ class ModelsPane(Pane):
         await asyncio.to_thread(scan)
         self.scanned = True
         self.refresh_table(force=True)
+        if force:
+            # The list of models changed: the chat's names and the rule form's checks follow.
+            self.post_message(messages.ConfigWritten())
 
     def refresh_table(self, force: bool = False) -> None:
         if not self.scanned:
@@ -74,7 +85,7 @@ class ModelsPane(Pane):
         models = self.wb.local.models()
         mem = self.wb.local.memory()
         loaded = {m.id: m for m in mem.loaded}
-        cache = getattr(mem, "prompt_cache_bytes", None)
+        cache = mem.prompt_cache_bytes if mem.prompt_cache_limit_bytes else None
         shown = (tuple(m.id for m in models), tuple(sorted(loaded)), mem.used_bytes, cache)
         if shown == self._shown and not force:
             return
@@ -84,16 +95,34 @@ class ModelsPane(Pane):
             name = m.id + (f" ({', '.join(m.aliases)})" if m.aliases else "")
             state = "loaded" if m.id in loaded else "-"
             memory = human_bytes(loaded[m.id].bytes) if m.id in loaded else f"~{human_bytes(m.est_memory_bytes)}"
-            rows.append((m.id, (name, state, human_bytes(m.size_bytes), memory, human_count(m.parameters),
-                                m.quantization, m.format, m.architecture)))
+            rows.append(
+                (
+                    m.id,
+                    (
+                        name,
+                        state,
+                        human_bytes(m.size_bytes),
+                        memory,
+                        human_count(m.parameters),
+                        m.quantization,
+                        m.format,
+                        m.architecture,
+                    ),
+                )
+            )
         table.set_rows(rows)
         hint = self.query_one("#models-empty", Hint)
         hint.update(EMPTY_HINT)
         hint.display = not models
-        line = (f"Memory: {human_bytes(mem.used_bytes)} of {human_bytes(mem.budget_bytes)} budget · "
-                f"{len(mem.loaded)} loaded")
+        line = (
+            f"Memory: {human_bytes(mem.used_bytes)} of {human_bytes(mem.budget_bytes)} budget · "
+            f"{len(mem.loaded)} loaded"
+        )
         if cache is not None:
-            line += f" · prompt cache {human_bytes(cache)}"
+            line += (
+                f" · prompt cache {human_bytes(cache)} ({mem.prompt_cache_entries} entries, "
+                f"up to {human_bytes(mem.prompt_cache_limit_bytes)})"
+            )
         self.query_one("#memory", Static).update(f"{line} · BLAS: {mem.blas}")
 
     @on(DataTable.RowHighlighted)

@@ -17,31 +17,60 @@ from tui.widgets.fit import Column, FitTable
 
 ROWS = 200
 # Status and timings before the long columns: at 80 columns the route is what is left out.
-COLUMNS = [Column("Time", "time", 3), Column("Model", "model", 1), Column("Status", "status", 0),
-           Column("TTFT", "ttft", 2), Column("tok/s", "tps", 4), Column("Tokens", "tokens", 5),
-           Column("Answered by", "backend", 6), Column("Rule", "rule", 7), Column("Route", "route", 8)]
+COLUMNS = [
+    Column("Time", "time", 3),
+    Column("Model", "model", 1),
+    Column("Status", "status", 0),
+    Column("TTFT", "ttft", 2),
+    Column("tok/s", "tps", 4),
+    Column("Tokens", "tokens", 5),
+    Column("Answered by", "backend", 6),
+    Column("Rule", "rule", 7),
+    Column("Route", "route", 8),
+]
 EMPTY_HINT = "No requests yet: ask something in Chat (F1), or start the listener (ctrl+l) for other programs."
 
 
+def attempts_of(record: Any) -> list[dict[str, Any]]:
+    """The attempts, ending with the backend that was answering when the log does not (a request
+    stopped mid-answer is logged without its last attempt)."""
+    attempts = list(record.attempts or [])
+    answering = record.final_backend
+    if answering and not (attempts and attempts[-1].get("backend") == answering):
+        attempts.append(
+            {
+                "backend": answering,
+                "model": record.final_model,
+                "outcome": record.status,
+                "latency_s": record.latency_s,
+                "error": None,
+            }
+        )
+    return attempts
+
+
 def trace_summary(record: Any) -> str:
-    attempts = record.attempts or []
-    if not attempts and record.final_backend:
-        # A request stopped mid-answer may carry no attempt list: who was answering still counts.
-        return f"{record.final_backend}:{record.status}"
-    return " → ".join(f"{a.get('backend')}:{a.get('outcome')}" for a in attempts) or "-"
+    return " → ".join(f"{a.get('backend')}:{a.get('outcome')}" for a in attempts_of(record)) or "-"
 
 
 def cells(r: Any) -> tuple[str, ...]:
     tokens = f"{r.tokens_in or 0}/{r.tokens_out or 0}" if r.tokens_out is not None else "-"
-    return (clock_time(r.at), r.model, r.status, ms(r.ttft_s), f"{r.tokens_per_s:.1f}" if r.tokens_per_s else "-",
-            tokens, r.final_backend or "-", f"#{r.rule_id}" if r.rule_id else "default", trace_summary(r))
+    return (
+        clock_time(r.at),
+        r.model,
+        r.status,
+        ms(r.ttft_s),
+        f"{r.tokens_per_s:.1f}" if r.tokens_per_s else "-",
+        tokens,
+        r.final_backend or "-",
+        f"#{r.rule_id}" if r.rule_id else "default",
+        trace_summary(r),
+    )
 
 
 class RequestsPane(Pane):
     HELP_TITLE = "Requests"
     HELP_ROWS = [("up / down", "select a request: its route trace shows below")]
-    BINDINGS: list = []
-
     DEFAULT_CSS = """
     RequestsPane #requests-table { height: 1fr; }
     RequestsPane #trace { height: auto; min-height: 3; padding: 0 1; background: $boost; }
@@ -94,14 +123,16 @@ class RequestsPane(Pane):
 
     @on(DataTable.RowHighlighted)
     def show_trace(self, event: DataTable.RowHighlighted) -> None:
-        r = self.records.get(event.row_key.value) if event.row_key else None
+        r = self.records.get(event.row_key.value or "") if event.row_key else None
         if r is None:
             return
-        lines = [f"request {r.request_id} · {r.front_end}/{r.protocol} · model {r.model} · {r.status}"
-                 + (f" · {r.error}" if r.error else "")]
-        for i, a in enumerate(r.attempts or [], 1):
-            lines.append(f"  {i}. {a.get('backend')}/{a.get('model')}: {a.get('outcome')} in "
-                         f"{ms(a.get('latency_s'))}" + (f" — {a['error']}" if a.get("error") else ""))
-        if not r.attempts and r.final_backend:
-            lines.append(f"  answered by {r.final_backend}/{r.final_model}, then {r.status}")
+        lines = [
+            f"request {r.request_id} · {r.front_end}/{r.protocol} · model {r.model} · {r.status}"
+            + (f" · {r.error}" if r.error else "")
+        ]
+        for i, a in enumerate(attempts_of(r), 1):
+            lines.append(
+                f"  {i}. {a.get('backend')}/{a.get('model')}: {a.get('outcome')} in "
+                f"{ms(a.get('latency_s'))}" + (f" — {a['error']}" if a.get("error") else "")
+            )
         self.query_one("#trace", Static).update("\n".join(lines))

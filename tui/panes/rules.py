@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label, Static
 
-from router.rules import Rule, order
+from router.rules import Rule, order, rules_using
 from router.store import BackendRecord
 from tui import messages
 from tui.db import DB_ERRORS
@@ -20,13 +20,27 @@ from tui.explain import explanation_lines
 from tui.panes.base import Hint, Pane, PaneStatus
 from tui.widgets.fit import Column, FitTable
 
-RULE_COLUMNS = [Column("ID", "id", 0), Column("Pattern", "pattern", 1), Column("Backend", "backend", 2),
-                Column("Target", "target", 4), Column("Fallbacks", "fallbacks", 3), Column("Prio", "priority", 6),
-                Column("On", "enabled", 4), Column("Note", "note", 7)]
-BACKEND_COLUMNS = [Column("Name", "name", 0), Column("Kind", "kind", 3), Column("Key", "key", 2),
-                   Column("Breaker", "breaker", 1), Column("Base URL", "url", 4)]
-EMPTY_HINT = ("No rules: every name goes to the default backend. Press a to add one "
-              "(e.g. gpt-* to a cloud backend with local:demo as fallback).")
+RULE_COLUMNS = [
+    Column("ID", "id", 0),
+    Column("Pattern", "pattern", 1),
+    Column("Backend", "backend", 2),
+    Column("Target", "target", 4),
+    Column("Fallbacks", "fallbacks", 3),
+    Column("Prio", "priority", 6),
+    Column("On", "enabled", 4),
+    Column("Note", "note", 7),
+]
+BACKEND_COLUMNS = [
+    Column("Name", "name", 0),
+    Column("Kind", "kind", 3),
+    Column("Key", "key", 2),
+    Column("Breaker", "breaker", 1),
+    Column("Base URL", "url", 4),
+]
+EMPTY_HINT = (
+    "No rules: every name goes to the default backend. Press a to add one "
+    "(e.g. gpt-* to a cloud backend with local:demo as fallback)."
+)
 
 
 def rule_problems(rule: Rule, backends: set[str]) -> list[str]:
@@ -71,8 +85,9 @@ class RulesPane(Pane):
         yield Hint("", id="rules-empty")
         yield FitTable(RULE_COLUMNS, id="rules-table")
         with Horizontal(id="explain-row"):
-            yield Input(placeholder="/ try a model name: the winning rule and chain show below", id="try-model",
-                        classes="tight")
+            yield Input(
+                placeholder="/ try a model name: the winning rule and chain show below", id="try-model", classes="tight"
+            )
         yield Static("", id="explain")
         yield Label("Backends (b adds, k sets a key, x removes)", classes="section")
         yield FitTable(BACKEND_COLUMNS, id="backends-table")
@@ -102,13 +117,12 @@ class RulesPane(Pane):
         self.update_explain()
 
     @on(messages.ConfigChanged)
-    @on(messages.ModelsChanged)
     def config_changed(self) -> None:
         self.reload()
 
-    @on(messages.BreakersChanged)
-    def breakers_changed(self) -> None:
-        if self.loaded:
+    @on(messages.SnapshotsChanged)
+    def breakers_changed(self, event: messages.SnapshotsChanged) -> None:
+        if self.loaded and event.breakers_moved:
             self.show_backends(None)
             self.update_explain()
 
@@ -129,15 +143,30 @@ class RulesPane(Pane):
             fallbacks = Text("\n".join(map(str, r.fallbacks)) or "-")
             if any(s.backend in missing for s in r.fallbacks):
                 fallbacks.append(" ⚠ missing", style="bold red")
-            rows.append((str(r.id), (str(r.id), r.pattern, backend, r.model or "(same)", fallbacks, str(r.priority),
-                                     "yes" if r.enabled else "no", r.note)))
+            rows.append(
+                (
+                    str(r.id),
+                    (
+                        str(r.id),
+                        r.pattern,
+                        backend,
+                        r.model or "(same)",
+                        fallbacks,
+                        str(r.priority),
+                        "yes" if r.enabled else "no",
+                        r.note,
+                    ),
+                )
+            )
         self.query_one("#rules-table", FitTable).set_rows(rows)
         hint = self.query_one("#rules-empty", Hint)
         hint.update(EMPTY_HINT)
         hint.display = not self.rules
         if flagged:
-            self.say(f"{flagged} rule(s) name a backend that does not exist (⚠): edit them (e) or add the backend (b)",
-                     error=True)
+            self.say(
+                f"{flagged} rule(s) name a backend that does not exist (⚠): edit them (e) or add the backend (b)",
+                error=True,
+            )
 
     def show_backends(self, keys: dict[str, str | None] | None) -> None:
         if keys is not None:
@@ -148,8 +177,19 @@ class RulesPane(Pane):
             states = {}
             self.db_failed("reading the breakers", exc)
         rows = [("local", ("local", "mlx", "-", "no breaker", "(built in)"))]
-        rows += [(b.name, (b.name, b.kind, self._keys.get(b.name) or "none", states.get(b.name, "misconfigured"),
-                           b.base_url or "")) for b in self.backends]
+        rows += [
+            (
+                b.name,
+                (
+                    b.name,
+                    b.kind,
+                    self._keys.get(b.name) or "none",
+                    states.get(b.name, "misconfigured"),
+                    b.base_url or "",
+                ),
+            )
+            for b in self.backends
+        ]
         self.query_one("#backends-table", FitTable).set_rows(rows)
 
     @on(DataTable.RowHighlighted, "#rules-table")
@@ -159,8 +199,12 @@ class RulesPane(Pane):
         if not table.hidden or event.row_key is None or event.row_key.value is None:
             return
         cells = table.row_cells(event.row_key.value)
-        self.say(f"rule #{event.row_key.value}: " + " · ".join(
-            f"{c.label.lower()} {cells[c.key]}" for c in table.hidden if c.key in cells and str(cells[c.key])))
+        self.say(
+            f"rule #{event.row_key.value}: "
+            + " · ".join(
+                f"{c.label.lower()} {cells[c.key]}" for c in table.hidden if c.key in cells and str(cells[c.key])
+            )
+        )
 
     @on(Input.Changed, "#try-model")
     def update_explain(self) -> None:
@@ -237,25 +281,36 @@ class RulesPane(Pane):
 
         def done(yes: bool | None) -> None:
             if yes:
-                self.write(f"deleting rule {rule.id}", lambda s: s.delete_rule(rule.id), f"deleted rule {rule.id}",
-                           "Press d to try again")
+                self.write(
+                    f"deleting rule {rule.id}",
+                    lambda s: s.delete_rule(rule.id),
+                    f"deleted rule {rule.id}",
+                    "Press d to try again",
+                )
 
-        self.app.push_screen(Confirm(f"Delete rule #{rule.id} ({rule.pattern} → {rule.backend})?", yes="Delete"),
-                             done)
+        self.app.push_screen(Confirm(f"Delete rule #{rule.id} ({rule.pattern} → {rule.backend})?", yes="Delete"), done)
 
     def action_toggle_rule(self) -> None:
         rule = self.selected_rule()
         if rule is not None:
             rule.enabled = not rule.enabled
-            self.write("switching the rule", lambda s: s.update_rule(rule),
-                       f"rule {rule.id} {'on' if rule.enabled else 'off'}", "Press space to try again")
+            self.write(
+                "switching the rule",
+                lambda s: s.update_rule(rule),
+                f"rule {rule.id} {'on' if rule.enabled else 'off'}",
+                "Press space to try again",
+            )
 
     def action_priority(self, delta: int) -> None:
         rule = self.selected_rule()
         if rule is not None and -1000 <= rule.priority + delta <= 1000:
             rule.priority += delta
-            self.write("changing the priority", lambda s: s.update_rule(rule),
-                       f"rule {rule.id} priority {rule.priority}", "Press + or - to try again")
+            self.write(
+                "changing the priority",
+                lambda s: s.update_rule(rule),
+                f"rule {rule.id} priority {rule.priority}",
+                "Press + or - to try again",
+            )
 
     @work(group="rules-write", exit_on_error=False)
     async def write(self, what: str, fn: Any, done: str, again: str) -> None:
@@ -280,7 +335,19 @@ class RulesPane(Pane):
             if rec is not None:
                 self._written(f"added backend {rec.name}; press k to set its key")
 
-        self.app.push_screen(BackendForm(save), done)
+        try:
+            cloud = self.wb.router.cloud_routing
+        except DB_ERRORS:
+            cloud = True
+        note = (
+            ""
+            if cloud
+            else (
+                "Cloud routing is off: rules skip cloud backends until it is turned on "
+                "(f9, or `mlx-workbench cloud on`)."
+            )
+        )
+        self.app.push_screen(BackendForm(save, note=note), done)
 
     @on(messages.AddBackend)
     def add_backend_command(self) -> None:
@@ -316,15 +383,19 @@ class RulesPane(Pane):
         if not name or name == "local":
             self.say("select a cloud backend in the Backends table first (local cannot be removed)", error=True)
             return
-        users = [r for r in self.rules if name in (r.backend, *(s.backend for s in r.fallbacks))]
+        users = rules_using(self.rules, name)
         question = f"Remove backend {name}?"
         if users:
-            question += (f" Rules {', '.join(f'#{r.id}' for r in users)} use it and will be flagged until edited "
-                         "(their requests skip it).")
+            named = ", ".join(f"#{r.id} ({how})" for r, how in users)
+            question += f" Rules {named} use it and will be flagged until edited (their requests skip it)."
 
         def done(yes: bool | None) -> None:
             if yes:
-                self.write(f"removing backend {name}", lambda s: s.delete_backend(name), f"removed backend {name}",
-                           "Press x to try again")
+                self.write(
+                    f"removing backend {name}",
+                    lambda s: s.delete_backend(name),
+                    f"removed backend {name}",
+                    "Press x to try again",
+                )
 
         self.app.push_screen(Confirm(question, yes="Remove"), done)

@@ -40,7 +40,7 @@ def matches(c: Conversation, needle: str) -> bool:
 
 class ConversationPicker(Dialog):
     HELP_TITLE = "Saved conversations (ctrl+o in Chat)"
-    HELP_ROWS = [("type", "filter by title or model"), ("up / down", "choose"), ("enter", "open")]
+    HELP_ROWS = [("type", "filter by title or model"), ("enter", "open the chosen one")]
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Close", id="conversations-close"),
         Binding("ctrl+r", "rename", "Rename", id="conversations-rename"),
@@ -81,7 +81,8 @@ class ConversationPicker(Dialog):
             self.conversations = await self.db.run(lambda store: store.list_conversations(limit=LIST_LIMIT))
         except DB_ERRORS as exc:
             self.query_one("#picker-hint", Static).update(
-                f"could not read the conversations: {describe_db_error(exc)}. Press ctrl+o again to retry.")
+                f"could not read the conversations: {describe_db_error(exc)}. Press ctrl+o again to retry."
+            )
             return
         self.loaded = True
         self.show_list()
@@ -155,19 +156,29 @@ class ConversationPicker(Dialog):
                 self.delete(conv)
 
         n = len(conv.messages)
-        self.app.push_screen(Confirm(f"Delete the conversation {conv.title!r} ({n} message{'s' if n != 1 else ''})? "
-                                     "This cannot be undone.", yes="Delete"), confirmed)
+        self.app.push_screen(
+            Confirm(
+                f"Delete the conversation {conv.title!r} ({n} message{'s' if n != 1 else ''})? This cannot be undone.",
+                yes="Delete",
+            ),
+            confirmed,
+        )
 
     @work(group="conversations-delete", exit_on_error=False)
     async def delete(self, conv: Conversation) -> None:
-        try:
-            await self.db.run(lambda store: store.delete_conversation(conv.id))
-        except DB_ERRORS as exc:
-            self.notify(f"deleting the conversation failed: {describe_db_error(exc)}. Press f8 to try again.",
-                        severity="error", timeout=12)
+        if conv.id is None:
             return
-        if conv.id is not None:
-            self.deleted.add(conv.id)
+        conv_id = conv.id
+        try:
+            await self.db.run(lambda store: store.delete_conversation(conv_id))
+        except DB_ERRORS as exc:
+            self.notify(
+                f"deleting the conversation failed: {describe_db_error(exc)}. Press f8 to try again.",
+                severity="error",
+                timeout=12,
+            )
+            return
+        self.deleted.add(conv_id)
         self.conversations = [c for c in self.conversations if c.id != conv.id]
         self.show_list()
         self.notify(f"deleted {conv.title!r}")

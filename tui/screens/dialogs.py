@@ -38,16 +38,25 @@ class Dialog(ModalScreen[Any]):
     Dialog .dialog-title { text-style: bold; padding: 0 0 1 0; }
     Dialog .dialog-buttons { height: auto; padding: 1 0 0 0; }
     Dialog .dialog-buttons Button { margin: 0 1 0 0; }
+    Dialog Label { width: 100%; }
     Dialog .form-row { height: auto; }
-    Dialog .form-row Label { padding: 1 1 0 0; }
+    Dialog .form-row Label { width: auto; padding: 1 1 0 0; }
     Dialog .form-error { color: $error; height: auto; }
     Dialog .short { width: 10; }
     """
 
+    def on_mount(self) -> None:
+        # Focusing the first field scrolls a tall form to centre it: start at the top instead,
+        # where the title and what is wrong are.
+        for box in self.query(".dialog"):
+            self.call_after_refresh(box.scroll_home, animate=False)
+
 
 class Confirm(Dialog):
-    BINDINGS = [Binding("escape,n", "dismiss(False)", "No", id="confirm-no"),
-                Binding("y", "dismiss(True)", "Yes", id="confirm-yes")]
+    BINDINGS = [
+        Binding("escape,n", "dismiss(False)", "No", id="confirm-no"),
+        Binding("y", "dismiss(True)", "Yes", id="confirm-yes"),
+    ]
 
     def __init__(self, question: str, yes: str = "Yes") -> None:
         super().__init__()
@@ -100,12 +109,19 @@ class RuleForm(SavingDialog):
     """Add or edit a rule; checked as you type (the field at fault is marked), Save disabled while
     something is wrong."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog-cancel"),
-                Binding("ctrl+s", "save", "Save", id="dialog-save")]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel", id="dialog-cancel"),
+        Binding("ctrl+s", "save", "Save", id="dialog-save"),
+    ]
 
-    def __init__(self, backends: list[str], rule: Rule | None = None, *,
-                 local_names: Collection[str] | None = None,
-                 save: Callable[[Rule], Awaitable[Any]] | None = None) -> None:
+    def __init__(
+        self,
+        backends: list[str],
+        rule: Rule | None = None,
+        *,
+        local_names: Collection[str] | None = None,
+        save: Callable[[Rule], Awaitable[Any]] | None = None,
+    ) -> None:
         super().__init__(save)
         self.backends = backends
         self.rule = rule
@@ -115,6 +131,8 @@ class RuleForm(SavingDialog):
         r = self.rule
         with VerticalScroll(classes="dialog", can_focus=False):
             yield Static("Edit rule" if r else "Add rule", classes="dialog-title")
+            # First, not last: on a short screen the form scrolls, and what is wrong must show.
+            yield Static("", id="form-error", classes="form-error")
             yield Label("Pattern (exact name, glob like gpt-*, or re:<regex>)")
             yield Input(r.pattern if r else "", id="pattern", placeholder="gpt-*")
             yield Label("Backend")
@@ -123,8 +141,11 @@ class RuleForm(SavingDialog):
             yield Label("Target model (empty: the requested name)")
             yield Input((r.model or "") if r else "", id="model")
             yield Label("Fallbacks, in order: backend or backend:model, comma-separated")
-            yield Input(", ".join(map(str, r.fallbacks)) if r else "", id="fallbacks",
-                        placeholder="anthropic:claude-x, local:demo")
+            yield Input(
+                ", ".join(map(str, r.fallbacks)) if r else "",
+                id="fallbacks",
+                placeholder="anthropic:claude-x, local:demo",
+            )
             with Horizontal(classes="form-row"):
                 yield Label("Priority")
                 yield Input(str(r.priority) if r else "0", id="priority", classes="short")
@@ -132,7 +153,6 @@ class RuleForm(SavingDialog):
                 yield Switch(r.enabled if r else True, id="enabled")
             yield Label("Note")
             yield Input(r.note if r else "", id="note")
-            yield Static("", id="form-error", classes="form-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (ctrl+s)", id="save", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")
@@ -163,18 +183,27 @@ class RuleForm(SavingDialog):
             raise fail("fallbacks", f"fallbacks: {exc}") from None
         for step in fallbacks:
             if step.backend not in self.backends:
-                raise fail("fallbacks", f"fallbacks: unknown backend {step.backend!r} "
-                                        f"(known: {', '.join(sorted(self.backends))})")
+                raise fail(
+                    "fallbacks",
+                    f"fallbacks: unknown backend {step.backend!r} (known: {', '.join(sorted(self.backends))})",
+                )
             if step.backend == "local":
                 try:
                     check_local_model("fallbacks", step.model, self.local_names)
                 except RuleError as exc:
                     raise fail("fallbacks", str(exc)) from None
         r = self.rule
-        rule = Rule(pattern=self._val("pattern"), backend=str(self.query_one("#backend", Select).value),
-                    model=self._val("model") or None, fallbacks=fallbacks, priority=priority,
-                    enabled=self.query_one("#enabled", Switch).value, note=self._val("note"),
-                    id=r.id if r else None, created_at=r.created_at if r else None)
+        rule = Rule(
+            pattern=self._val("pattern"),
+            backend=str(self.query_one("#backend", Select).value),
+            model=self._val("model") or None,
+            fallbacks=fallbacks,
+            priority=priority,
+            enabled=self.query_one("#enabled", Switch).value,
+            note=self._val("note"),
+            id=r.id if r else None,
+            created_at=r.created_at if r else None,
+        )
         if rule.backend == "local":
             try:
                 check_local_model("target model", rule.model, self.local_names)
@@ -218,8 +247,10 @@ class RuleForm(SavingDialog):
 
 
 class BackendForm(SavingDialog):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog-cancel"),
-                Binding("ctrl+s", "save", "Save", id="dialog-save")]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel", id="dialog-cancel"),
+        Binding("ctrl+s", "save", "Save", id="dialog-save"),
+    ]
 
     def __init__(self, save: Callable[[dict[str, Any]], Awaitable[Any]] | None = None, note: str = "") -> None:
         super().__init__(save)
@@ -228,6 +259,7 @@ class BackendForm(SavingDialog):
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog", can_focus=False):
             yield Static("Add backend", classes="dialog-title")
+            yield Static("", id="form-error", classes="form-error")
             if self.note:
                 yield Static(self.note, classes="hint", markup=False)
             yield Label("Name")
@@ -236,15 +268,17 @@ class BackendForm(SavingDialog):
             yield Select([(k, k) for k in KINDS], value="openai", allow_blank=False, id="kind")
             yield Label("Base URL (empty: the service's own)")
             yield Input(id="base_url")
-            yield Static("", id="form-error", classes="form-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (ctrl+s)", id="save", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")
 
     def values(self) -> dict[str, Any]:
         kind = str(self.query_one("#kind", Select).value)
-        return {"name": self.query_one("#name", Input).value.strip(), "kind": kind,
-                "base_url": self.query_one("#base_url", Input).value.strip() or default_base_url(kind) or ""}
+        return {
+            "name": self.query_one("#name", Input).value.strip(),
+            "kind": kind,
+            "base_url": self.query_one("#base_url", Input).value.strip() or default_base_url(kind) or "",
+        }
 
     def check(self) -> str | None:
         v = self.values()

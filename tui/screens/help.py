@@ -12,7 +12,7 @@ from tui.screens.dialogs import Dialog
 
 
 class HelpScreen(Dialog):
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss(None)", "Close", id="help-close")]
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss(None)", "Close the help", id="help-close")]
 
     DEFAULT_CSS = """
     HelpScreen > .dialog { width: 76; }
@@ -27,8 +27,15 @@ class HelpScreen(Dialog):
         with VerticalScroll(classes="dialog", id="help-body"):
             yield Static("Keys (esc closes; ↑/↓ scroll)", classes="dialog-title")
             for title, rows in self.groups:
-                table = Table(title=title, title_justify="left", title_style="bold", show_header=False,
-                              box=None, padding=(0, 1), expand=True)
+                table = Table(
+                    title=title,
+                    title_justify="left",
+                    title_style="bold",
+                    show_header=False,
+                    box=None,
+                    padding=(0, 1),
+                    expand=True,
+                )
                 table.add_column("keys", style="bold", no_wrap=True, ratio=1)
                 table.add_column("what", ratio=3)
                 for keys, what in rows:

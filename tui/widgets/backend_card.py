@@ -10,19 +10,18 @@ from textual.widgets import Label, Sparkline, Static
 
 from engine.types import BackendSnapshot
 from tui import messages
-from tui.format import clock_time, ms
+from tui.format import clock_time, duration, ms
 
 
 def card_lines(s: BackendSnapshot) -> list[str]:
     lines = []
     if s.fail_max:
         lines.append(f"failures {s.consecutive_failures}/{s.fail_max}")
-    running, queued = getattr(s, "running", None), getattr(s, "queued", None)
-    if running is not None or queued is not None:
-        lines.append(f"running {running or 0} · queued {queued or 0}")
+    if s.kind == "local":
+        lines.append(f"running {s.running} · queued {s.queued}")
     lines.append(f"requests {s.requests} · errors {s.errors} · p50 {ms(s.latency_p50_s)} · p95 {ms(s.latency_p95_s)}")
     if s.seconds_to_half_open is not None:
-        lines.append(f"half-open in {s.seconds_to_half_open:.0f} s (r resets now)")
+        lines.append(f"half-open in {duration(s.seconds_to_half_open)} (r resets now)")
     if s.last_error:
         lines.append(f"last error {clock_time(s.last_error_at)}: {s.last_error[:200]}")
     return lines

@@ -36,7 +36,7 @@ class FitFooter(Footer):
                 return cell_len(w.key_display) + (1 + cell_len(w.description) if w.description else 0) + 1
             return 0
 
-        keep = [w for w in widgets if isinstance(w, FooterKey) and w.action in self.KEEP_ACTIONS]
+        keep: list[Widget] = [w for w in widgets if isinstance(w, FooterKey) and w.action in self.KEEP_ACTIONS]
         used = sum(width(w) for w in keep)
         for w in widgets:
             if w in keep:
@@ -98,8 +98,10 @@ class FitTable(DataTable):
         if room <= 0:
             return list(self.spec)
         pad = 2 * self.cell_padding
-        widths = {c.key: max([cell_len(c.label)] + [_width(cells[i]) for _, cells in self._rows]) + pad
-                  for i, c in enumerate(self.spec)}
+        widths = {
+            c.key: max([cell_len(c.label)] + [_width(cells[i]) for _, cells in self._rows]) + pad
+            for i, c in enumerate(self.spec)
+        }
         chosen: list[Column] = []
         used = 0
         for c in sorted(self.spec, key=lambda c: c.keep):

@@ -37,8 +37,14 @@ class ModelField(Input):
 
     def __init__(self, value: str = "", *, id: str | None = None, classes: str | None = None) -> None:
         self.names_suggester = NameSuggester()
-        super().__init__(value, id=id, classes=classes, placeholder="model name",
-                         suggester=self.names_suggester, tooltip="model name; → takes the suggestion")
+        super().__init__(
+            value,
+            id=id,
+            classes=classes,
+            placeholder="model name",
+            suggester=self.names_suggester,
+            tooltip="model name; → takes the suggestion",
+        )
 
     def set_names(self, names: Iterable[str]) -> None:
         seen: dict[str, None] = {}

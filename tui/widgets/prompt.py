@@ -26,8 +26,9 @@ class PromptArea(TextArea):
 
     BINDINGS = [
         Binding("enter", "send", "Send", id="prompt-send", show=False),
-        Binding("ctrl+j,shift+enter,alt+enter", "newline", "New line", id="prompt-newline", show=False,
-                key_display="ctrl+j"),
+        Binding(
+            "ctrl+j,shift+enter,alt+enter", "newline", "New line", id="prompt-newline", show=False, key_display="ctrl+j"
+        ),
     ]
 
     class Submitted(Message):
@@ -48,8 +49,14 @@ class PromptArea(TextArea):
             self.direction = direction
 
     def __init__(self, *, placeholder: str = "", id: str | None = None) -> None:
-        super().__init__(id=id, placeholder=placeholder, soft_wrap=True, tab_behavior="focus",
-                         show_line_numbers=False, highlight_cursor_line=False)
+        super().__init__(
+            id=id,
+            placeholder=placeholder,
+            soft_wrap=True,
+            tab_behavior="focus",
+            show_line_numbers=False,
+            highlight_cursor_line=False,
+        )
         self.prompts: list[str] = []
         # Where Up/Down stand in the history, and the text they put there (an edit ends the walk).
         self._walk: int | None = None

@@ -45,13 +45,15 @@ class StatusBar(Widget):
             out.append((0, [Text("cloud on" if s.cloud else "cloud off", style="bold")]))
         listener = [Text(f"listener {s.listener_url}"), Text("listening")] if s.listener_url else [Text("listener off")]
         out.append((1, listener))
-        memory = [Text(f"{s.loaded} loaded, {human_bytes(s.used_bytes)} / {human_bytes(s.budget_bytes)}"),
-                  Text(f"{s.loaded} loaded {human_bytes(s.used_bytes)}")]
-        out.append((2, memory))
-        if s.cache_bytes is not None:
+        memory = [
+            Text(f"{s.loaded} loaded, {human_bytes(s.used_bytes)} / {human_bytes(s.budget_bytes)}"),
+            Text(f"{s.loaded} loaded {human_bytes(s.used_bytes)}"),
+        ]
+        out.append((3, memory))
+        if s.cache_bytes:
             out.append((4, [Text(f"cache {human_bytes(s.cache_bytes)}")]))
         if s.breakers:
-            out.append((3, [self._dots(s.breakers), self._dots([b for b in s.breakers if b[1] != "closed"])]))
+            out.append((2, [self._dots(s.breakers), self._dots([b for b in s.breakers if b[1] != "closed"])]))
         out.extend((5, [Text(e)]) for e in s.extra)
         return out
 
@@ -78,11 +80,12 @@ class StatusBar(Widget):
 
         by_importance = sorted(range(len(parts)), key=lambda i: -parts[i][0])
         while choice and width > 0 and total() > width:
-            shorter = next((i for i in by_importance if i in choice and choice[i] + 1 < len(parts[i][1])), None)
-            if shorter is not None:
-                choice[shorter] += 1
+            # The least important part left: shorter if it can be, else gone.
+            least = next(i for i in by_importance if i in choice)
+            if choice[least] + 1 < len(parts[least][1]):
+                choice[least] += 1
             else:
-                del choice[next(i for i in by_importance if i in choice)]
+                del choice[least]
         line = Text()
         for n, i in enumerate(sorted(choice)):
             if n:

@@ -1,0 +1,1 @@
+"""The endpoints, one module per protocol (plus the protocol-neutral ones in info)."""
