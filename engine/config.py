@@ -53,7 +53,7 @@ class EngineConfig:
     # Seconds of prompt reading per generation step, shared by the prompts being read (chunk sizes
     # follow the measured speed): bounds how long the other streams wait for their next token and
     # how long a cancelled prompt keeps the thread.
-    prefill_step_s: float = 0.25
+    prefill_step_s: float = 0.2
     # A fixed prompt chunk in tokens instead (0: follow prefill_step_s); tests use it.
     prefill_chunk_tokens: int = 0
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,6 +35,34 @@ from engine.types import CancelledError, UnavailableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# How long one high request's prompt may pause the lower answers' decoding (see _holders).
+HIGH_HOLD_S = 1.0
+
+
+@contextlib.contextmanager
+def paused_decoding(gen: Any, pause: bool) -> Iterator[None]:
+    """One `BatchGenerator.next()` that reads prompts but gives the decoding sequences no step.
+
+    mlx-lm's BatchGenerator always decodes before it reads prompts and has no switch for it, so
+    the generation batch is set aside for the step (a private attribute: tests/local/
+    test_high_priority.py turns red if an mlx-lm release renames it). Sequences whose prompt ends
+    in this step start their own generation batch, which then joins the parked one, exactly as
+    mlx-lm joins them itself.
+    """
+    parked = getattr(gen, "_generation_batch", None)
+    if not pause or parked is None or not len(parked):
+        yield
+        return
+    from mlx_lm.generate import GenerationBatch
+
+    gen._generation_batch = GenerationBatch.empty(gen.model, gen.sampler)
+    try:
+        yield
+    finally:
+        fresh = gen._generation_batch
+        gen._generation_batch = parked
+        if len(fresh):
+            parked.extend(fresh)
 
 
 @dataclass(frozen=True)
@@ -141,6 +170,8 @@ class _Active:
     admitted: float = 0.0
     load_s: float = 0.0
     cached_tokens: int = 0
+    priority: str = "normal"
+    held_s: float = 0.0  # time lower answers were paused for this one's prompt (high only)
     prefilled: bool = False
     prefill_chunks: int = 0
     read_tokens: int = 0
@@ -180,6 +211,7 @@ class WorkerSnapshot:
     steps: int = 0  # BatchGenerator.next() calls
     prefill_chunks: int = 0  # prompt chunks read (one per prompt per step)
     interleaved_steps: int = 0  # steps that read a prompt chunk and decoded tokens for others
+    held_steps: int = 0  # steps that paused the decoding answers for a high request's prompt
 
     @property
     def running(self) -> int:
@@ -199,7 +231,7 @@ class MLXWorker:
         *,
         prompt_cache: PromptCacheStore | None = None,
         max_batch: int = 8,
-        prefill_step_s: float = 0.25,
+        prefill_step_s: float = 0.2,
         prefill_chunk_tokens: int = 0,
         cache_room: Callable[[], int] | None = None,
     ) -> None:
@@ -215,7 +247,7 @@ class MLXWorker:
         # Bytes the stored caches may take besides the models (the memory budget's share).
         self._cache_room = cache_room or (lambda: 1 << 62)
         self._max_seen: dict[str, int] = {}
-        self._counts = {"steps": 0, "prefill_chunks": 0, "interleaved_steps": 0}
+        self._counts = {"steps": 0, "prefill_chunks": 0, "interleaved_steps": 0, "held_steps": 0}
         self._published = WorkerSnapshot()
 
     # ------------------------------------------------------------ any thread
@@ -413,6 +445,7 @@ class MLXWorker:
             admitted=now,
             load_s=sub.load_s,
             cached_tokens=hit.cached,
+            priority=sub.priority,
             to_read=len(hit.rest) - 1,
         )
 
@@ -420,10 +453,12 @@ class MLXWorker:
         gen = batch.generator
         remaining = [a.to_read - a.read_tokens for a in batch.active.values() if not a.prefilled]
         gen.prefill_step_size = self.pacer.chunk(model_id, remaining)
-        decoding = any(a.prefilled for a in batch.active.values())
+        holders = self._holders(batch)
+        decoding = not holders and any(a.prefilled for a in batch.active.values())
         started = time.perf_counter()
         try:
-            prompt_responses, responses = gen.next()
+            with paused_decoding(gen, bool(holders)):
+                prompt_responses, responses = gen.next()
         except Exception as exc:  # one failing step must not kill the thread for every model
             log.exception("generation step failed on %s", model_id)
             self._batches.pop(model_id, None)
@@ -435,6 +470,10 @@ class MLXWorker:
             return
         elapsed = time.perf_counter() - started
         self._counts["steps"] += 1
+        for act in holders:
+            act.held_s += elapsed
+        if holders:
+            self._counts["held_steps"] += 1
         chunks = read = 0
         for pr in prompt_responses:
             reader = batch.active.get(pr.uid)
@@ -457,6 +496,19 @@ class MLXWorker:
         if chunks and responses:
             self._counts["interleaved_steps"] += 1
         self._take_tokens(model_id, batch, responses)
+
+    @staticmethod
+    def _holders(batch: _Batch) -> list[_Active]:
+        """High requests still before their first token, for which the lower answers pause.
+
+        The person at the TUI waits on this prompt; an agent's answer losing a few steps does not
+        matter. Each high request may pause the others for HIGH_HOLD_S at most, so a long high
+        prompt still reads interleaved with them after that (it never freezes them whole).
+        """
+        lower_decoding = any(a.prefilled and a.priority != "high" for a in batch.active.values())
+        if not lower_decoding:
+            return []
+        return [a for a in batch.active.values() if a.priority == "high" and not a.prefilled and a.held_s < HIGH_HOLD_S]
 
     def _take_tokens(self, model_id: str, batch: _Batch, responses: list[Any]) -> None:
         now = time.perf_counter()

@@ -16,12 +16,13 @@ FIRST_CHUNK = 32  # before anything is measured
 MIN_CHUNK = 32
 MAX_CHUNK = 2048
 # A prompt whose rest fits in this many chunks is read in one step rather than split (so a short
-# prompt costs one step, not two or three with a decode step each; a step stays under 2 x step_s).
-TAIL_FACTOR = 2.0
+# prompt costs one step, not two or three with a decode step each; a step stays under 1.5 x step_s,
+# which bounds how long a cancelled prompt keeps the thread).
+TAIL_FACTOR = 1.5
 
 
 class PrefillPacer:
-    def __init__(self, step_s: float = 0.25, fixed_chunk: int = 0) -> None:
+    def __init__(self, step_s: float = 0.2, fixed_chunk: int = 0) -> None:
         self.step_s = step_s
         self.fixed_chunk = max(0, fixed_chunk)
         self.s_per_token: dict[str, float] = {}

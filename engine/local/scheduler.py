@@ -8,7 +8,8 @@ A high request (the person at the TUI or the CLI) never waits behind normal or l
 the batch is full it is admitted anyway into a small overflow of `high_overflow(max_batch)`
 places above `max_batch` that only high requests may use. Overflow was chosen over pausing a
 running request because a paused sequence would have to give back its KV cache and be re-prefilled
-or re-merged later; one or two extra rows in a decode step cost far less than that.
+or re-merged later; one or two extra rows in a decode step cost far less than that. Once admitted,
+its prompt pauses the lower answers' decode steps until its first token (generation.py, _holders).
 """
 
 from __future__ import annotations

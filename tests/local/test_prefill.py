@@ -168,15 +168,15 @@ def test_chunks_follow_the_measured_speed() -> None:
     assert pacer.chunk(MODEL, [1000]) == 192  # 0.2 s worth, in a multiple of 16
     assert pacer.chunk(MODEL, [1000, 1000, 1000, 1000]) == 48  # shared by four prompts being read
     assert pacer.chunk(MODEL, [1000] * 8) == 32  # but never below the smallest chunk
-    assert pacer.chunk(MODEL, [384]) == 384  # a rest that fits in two chunks is read in one step
-    assert pacer.chunk(MODEL, [385]) == 192
+    assert pacer.chunk(MODEL, [288]) == 288  # a rest that fits in 1.5 chunks is read in one step
+    assert pacer.chunk(MODEL, [289]) == 192
     pacer.record(MODEL, elapsed=0.05, read=0, decoded=True)  # a decode step takes 50 ms
     pacer.record(MODEL, elapsed=0.25, read=200, decoded=True)  # 0.2 s of reading after the decode
     assert pacer.s_per_token[MODEL] == pytest.approx(0.001)
     slow = PrefillPacer(step_s=0.2)
     slow.record(MODEL, elapsed=1.0, read=10, decoded=False)
     assert slow.chunk(MODEL, [1000]) == 32  # never below the smallest chunk
-    assert slow.chunk(MODEL, [64]) == 64
+    assert slow.chunk(MODEL, [48]) == 48
     fast = PrefillPacer(step_s=0.2)
     fast.record(MODEL, elapsed=0.001, read=2000, decoded=False)
     assert fast.chunk(MODEL, [10**6]) == 2048
