@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+_say_lock = threading.Lock()
+
 
 def say(*parts: object) -> None:
-    print(*parts, flush=True)
+    # One locked write per line: the writer thread's callbacks say things too, and print() writes
+    # its parts separately (a killed run once showed "ack rule 1894ack log ...").
+    line = " ".join(str(p) for p in parts) + "\n"
+    with _say_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def wait_for(go: str) -> None:
