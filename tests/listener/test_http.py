@@ -116,6 +116,14 @@ async def test_models_health_and_count_tokens(listener) -> None:
         assert r.headers["x-mlxwb-token-count"] == "exact" and r.json()["input_tokens"] > 3
         r = await c.post("/v1/messages/count_tokens", json={"model": "claude-x", "messages": HELLO})
         assert r.headers["x-mlxwb-token-count"] == "estimate" and r.json()["input_tokens"] >= 1
+        # Sampling fields are not part of a count: junk there is no reason to refuse one.
+        exact = (await c.post("/v1/messages/count_tokens", json={"model": "tiny", "messages": HELLO})).json()
+        r = await c.post(
+            "/v1/messages/count_tokens", json={"model": "tiny", "messages": HELLO, "temperature": "hot", "stream": 3}
+        )
+        assert r.status_code == 200 and r.json() == exact
+        r = await c.post("/v1/messages/count_tokens", json={"model": "tiny", "messages": "hi"})
+        assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
 
 
 async def test_auth_bearer_and_x_api_key(workbench) -> None:

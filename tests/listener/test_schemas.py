@@ -15,11 +15,12 @@ from engine.protocol.anthropic import request_from_anthropic
 from engine.protocol.openai import request_from_openai
 from engine.types import ChatRequest, RejectedError
 from router.listener import create_app
+from router.listener.routes.anthropic import counted_fields
 from router.listener.schemas import ANTHROPIC_COUNT_TOKENS, ANTHROPIC_MESSAGES, OPENAI_CHAT
 
 
 def _count_tokens_request(body: Any) -> ChatRequest:
-    return request_from_anthropic({**body, "max_tokens": 1})
+    return request_from_anthropic(counted_fields(body))
 
 
 PARSERS: dict[str, Callable[[Any], ChatRequest]] = {

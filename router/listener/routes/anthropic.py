@@ -26,11 +26,19 @@ async def messages(request: Request, wb: WorkbenchDep) -> Response:
 
 @routes.post("/v1/messages/count_tokens", openapi_extra=request_body(ANTHROPIC_COUNT_TOKENS))
 async def count_tokens(request: Request, wb: WorkbenchDep) -> Response:
-    body = await read_json(request)
-    if isinstance(body, dict):
-        body.setdefault("max_tokens", 1)  # required by the messages parser, meaningless here
-    n, how = await input_tokens(wb, request_from_anthropic(body))
+    n, how = await input_tokens(wb, request_from_anthropic(counted_fields(await read_json(request))))
     return JSONResponse({"input_tokens": n}, headers={"x-mlxwb-token-count": how})
+
+
+COUNTED = ("model", "messages", "system", "tools", "tool_choice")
+
+
+def counted_fields(body: object) -> object:
+    """The fields that count, as a messages body: sampling fields a client adds (temperature, ...)
+    are no reason to refuse a count, and are not in count_tokens' schema."""
+    if not isinstance(body, dict):
+        return body  # the parser says what is wrong with it
+    return {**{k: body[k] for k in COUNTED if k in body}, "max_tokens": 1}
 
 
 async def input_tokens(wb: Workbench, req: ChatRequest) -> tuple[int, str]:
