@@ -41,6 +41,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
 from engine.cloud import KINDS, CloudKind
 from engine.cloud.breaker import BackendBreaker, BreakerOpen, BreakerStates, is_cancellation
 from engine.cloud.deadlines import Bounds, StreamTimeout, timed
@@ -490,12 +492,13 @@ class CloudBackend:
             **self._request_headers(request),
             **self._auth_headers(self.__api_key),
             "accept": "text/event-stream",
+            "content-type": "application/json",
         }
         deadline = min(bounds.first, bounds.total)
         http_request = self._client.build_request(
             "POST",
             self._endpoint(),
-            json=self._request_body(replace(request, stream=True)),
+            content=_json_bytes(self._request_body(replace(request, stream=True))),
             headers=headers,
             extensions={
                 _ATTEMPTS_KEY: attempts,
@@ -630,6 +633,16 @@ class CloudBackend:
             Chunk(text=result.text, tool_calls=deltas, thinking=result.thinking, backend=self.name, model=model),
             Chunk(finish_reason=result.finish_reason or "stop", usage=result.usage, backend=self.name, model=model),
         ]
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    """The request body as JSON: orjson, since an agent's request with its tool schemas is tens of
+    kB, encoded on the event loop before the first byte; json for what orjson refuses (an integer
+    beyond 64 bits), so that the upstream still gets to judge it."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def _finish_off(cleanup: Awaitable[None]) -> None:
