@@ -1,6 +1,6 @@
 """What the listener adds to a streamed answer: direct to an upstream vs through the listener.
 
-    .venv/bin/python bench/listener.py [--rounds 2] [--chunks 100] [--loops uvloop,asyncio]
+    .venv/bin/python bench/listener.py [--rounds 2] [--chunks 100] [--pace-ms 2] [--loops uvloop,asyncio]
 
 An OpenAI-compatible upstream on 127.0.0.1 streams `--chunks` content chunks per answer as fast as
 it can (uvicorn with uvloop and httptools, TCP_NODELAY: a fast cloud API, not a slow model). The
@@ -11,6 +11,13 @@ content chunk received) p50/p99 and the whole answer's p50, and the listener's a
 throughput ratio against direct, measured in the same run, direct and listener alternating
 `--rounds` times. The listener runs like `mlx-workbench serve` (uvloop, log file) and, with
 `--loops uvloop,asyncio`, also on a plain asyncio loop as inside the TUI.
+
+Then the same again against a paced upstream (`--pace-ms` between chunks, as a fast cloud model
+streams; 0 skips it): there the upstream, not the CPU, sets the rate, and the ratio shows what the
+listener costs when it is not fighting the upstream and the clients for the cores. Each row also
+says how much CPU each process spent per answer (from /proc; Linux only): on a machine where all
+three share the cores, direct throughput is bounded by clients + upstream, the listener's by all
+three.
 
 Upstream, listener and clients are separate processes (in one process they would mostly measure
 contention for one GIL); on a small machine they compete for the same cores, so the ratio at high
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing as mp
 import os
 import socket
@@ -31,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -68,7 +76,7 @@ def _upstream_events(chunks: int) -> list[bytes]:
     )
 
 
-def _upstream_app(chunks: int) -> Callable[..., Awaitable[None]]:
+def _upstream_app(chunks: int, pace_s: float) -> Callable[..., Awaitable[None]]:
     events = _upstream_events(chunks)
 
     async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -83,14 +91,16 @@ def _upstream_app(chunks: int) -> Callable[..., Awaitable[None]]:
                 "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")],
             }
         )
-        for data in events:
+        for i, data in enumerate(events):
+            if pace_s and 1 < i < len(events) - 1:
+                await asyncio.sleep(pace_s)  # between content chunks: the model's pace
             await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     return app
 
 
-def _upstream_process(conn: Connection, chunks: int) -> None:
+def _upstream_process(conn: Connection, chunks: int, pace_s: float = 0.0) -> None:
     import uvicorn
     import uvloop
 
@@ -100,7 +110,12 @@ def _upstream_process(conn: Connection, chunks: int) -> None:
     sock.listen(1024)
     server = uvicorn.Server(
         uvicorn.Config(
-            _upstream_app(chunks), log_config=None, lifespan="off", access_log=False, http="httptools", backlog=1024
+            _upstream_app(chunks, pace_s),
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            http="httptools",
+            backlog=1024,
         )
     )
 
@@ -180,6 +195,19 @@ class Level:
     rps: float
     ttfb: list[float]
     whole: list[float]
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds per answer
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc; NaN elsewhere). None: this one."""
+    if pid is None:
+        return time.process_time()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def one(client: httpx.AsyncClient, url: str, chunks: int) -> tuple[float, float]:
@@ -199,8 +227,9 @@ async def one(client: httpx.AsyncClient, url: str, chunks: int) -> tuple[float, 
     return ttfb, time.perf_counter() - t0
 
 
-async def level(url: str, clients: int, per_client: int, chunks: int) -> Level:
-    """`clients` workers, each on its own keep-alive connection, `per_client` answers each."""
+async def level(url: str, clients: int, per_client: int, chunks: int, pids: dict[str, int | None]) -> Level:
+    """`clients` workers, each on its own keep-alive connection, `per_client` answers each; the CPU
+    that the processes in `pids` spent per answer meanwhile."""
     url += "/chat/completions"
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
@@ -211,10 +240,12 @@ async def level(url: str, clients: int, per_client: int, chunks: int) -> Level:
             for _ in range(per_client):
                 results.append(await one(client, url, chunks))
 
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - t0
-    return Level(len(results) / elapsed, [r[0] for r in results], [r[1] for r in results])
+        cpu = {name: (cpu_seconds(pid) - cpu0[name]) / len(results) for name, pid in pids.items()}
+    return Level(len(results) / elapsed, [r[0] for r in results], [r[1] for r in results], cpu)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -224,7 +255,10 @@ def pct(values: list[float], q: float) -> float:
 
 def merge(runs: list[Level]) -> Level:
     return Level(
-        statistics.mean(r.rps for r in runs), [t for r in runs for t in r.ttfb], [t for r in runs for t in r.whole]
+        statistics.mean(r.rps for r in runs),
+        [t for r in runs for t in r.ttfb],
+        [t for r in runs for t in r.whole],
+        {name: statistics.mean(r.cpu[name] for r in runs) for name in runs[0].cpu},
     )
 
 
@@ -235,27 +269,44 @@ def row(clients: int | str, name: str, m: Level) -> str:
     )
 
 
-async def compare(upstream_url: str, listeners: dict[str, str], args: argparse.Namespace) -> list[str]:
+def cpu_note(m: Level) -> str:
+    return "   CPU ms/answer: " + ", ".join(f"{name} {cpu * 1e3:.2f}" for name, cpu in m.cpu.items())
+
+
+@dataclass
+class Upstream:
+    name: str  # "" for the fast one, else e.g. "paced 2 ms: "
+    url: str
+    pid: int | None
+    listeners: dict[str, tuple[str, int | None]]  # name -> (url, pid)
+
+
+async def compare(up: Upstream, args: argparse.Namespace, answers: int) -> list[str]:
     failures = []
     print(f"{'clients':>7} {'path':>16} {'req/s':>8} {'TTFB p50':>9} {'TTFB p99':>9} {'answer p50':>10}  (ms)")
     for clients in LEVELS:
-        per = max(2, args.answers // clients)
-        runs: dict[str, list[Level]] = {"direct": [], **{name: [] for name in listeners}}
+        per = max(2, answers // clients)
+        runs: dict[str, list[Level]] = {"direct": [], **{name: [] for name in up.listeners}}
+        direct_pids = {"clients": None, "upstream": up.pid}
         for _ in range(args.rounds):
-            runs["direct"].append(await level(upstream_url, clients, per, args.chunks))
-            for name, url in listeners.items():
-                runs[name].append(await level(url, clients, per, args.chunks))
+            runs["direct"].append(await level(up.url, clients, per, args.chunks, direct_pids))
+            for name, (url, pid) in up.listeners.items():
+                runs[name].append(await level(url, clients, per, args.chunks, {**direct_pids, "listener": pid}))
         direct = merge(runs["direct"])
-        print(row(clients, "direct", direct))
-        for name in listeners:
+        print(row(clients, "direct", direct) + cpu_note(direct))
+        for name in up.listeners:
             via = merge(runs[name])
             added = (pct(via.ttfb, 0.5) - pct(direct.ttfb, 0.5)) * 1e3
             ratio = via.rps / direct.rps
-            print(row(clients, name, via) + f"   added TTFB p50 {added:+.2f} ms, throughput x{ratio:.2f}")
+            print(
+                row(clients, name, via) + f"   added TTFB p50 {added:+.2f} ms, throughput x{ratio:.2f}" + cpu_note(via)
+            )
             if clients == 1 and added > TARGET_ADDED_TTFB_MS:
-                failures.append(f"{name}: added TTFB p50 at 1 client {added:.2f} ms > {TARGET_ADDED_TTFB_MS} ms")
+                failures.append(
+                    f"{up.name}{name}: added TTFB p50 at 1 client {added:.2f} ms > {TARGET_ADDED_TTFB_MS} ms"
+                )
             if clients == 16 and ratio < TARGET_RATIO_16:
-                failures.append(f"{name}: throughput at 16 clients x{ratio:.2f} < {TARGET_RATIO_16}")
+                failures.append(f"{up.name}{name}: throughput at 16 clients x{ratio:.2f} < {TARGET_RATIO_16}")
     return failures
 
 
@@ -264,26 +315,43 @@ async def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="direct/listener alternations per level")
     ap.add_argument("--answers", type=int, default=200, help="answers per level and round (at least 2 per client)")
     ap.add_argument("--chunks", type=int, default=100, help="content chunks per answer")
+    ap.add_argument("--pace-ms", type=float, default=2.0, help="the paced upstream's wait between chunks (0: skip it)")
+    ap.add_argument("--paced-answers", type=int, default=48, help="answers per level and round, paced upstream")
     ap.add_argument("--loops", default="uvloop", help="listener loops to measure: uvloop,asyncio")
     ap.add_argument("--profile", default="", help="write the listener's cProfile stats to FILE.<loop>")
     args = ap.parse_args()
     procs = []
+    upstreams: list[tuple[Upstream, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        upstream_url, up_conn, up_proc = spawn(_upstream_process, args.chunks)
-        procs.append((up_conn, up_proc))
-        listeners = {}
-        for loop in args.loops.split(","):
-            data_dir = Path(tmp) / loop
-            url, conn, proc = spawn(_listener_process, upstream_url, str(data_dir), loop, args.profile)
-            listeners[f"listener/{loop}"] = url
-            procs.append((conn, proc))
-        try:
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-            print(
-                f"{os.cpu_count()} cores, 1-minute load average before the run: {load:.1f}; "
-                f"{args.chunks} chunks per answer"
+        paces = [0.0] + ([args.pace_ms / 1e3] if args.pace_ms > 0 else [])
+        for pace in paces:
+            upstream_url, up_conn, up_proc = spawn(_upstream_process, args.chunks, pace)
+            procs.append((up_conn, up_proc))
+            listeners = {}
+            for loop in args.loops.split(","):
+                data_dir = Path(tmp) / f"{loop}-{pace}"
+                profile = f"{args.profile}.paced" if args.profile and pace else args.profile
+                url, conn, proc = spawn(_listener_process, upstream_url, str(data_dir), loop, profile)
+                listeners[f"listener/{loop}"] = (url, proc.pid)
+                procs.append((conn, proc))
+            name = f"paced {args.pace_ms:g} ms: " if pace else ""
+            upstreams.append(
+                (Upstream(name, upstream_url, up_proc.pid, listeners), args.paced_answers if pace else args.answers)
             )
-            failures = await compare(upstream_url, listeners, args)
+        try:
+            failures = []
+            for up, answers in upstreams:
+                load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+                what = (
+                    f"a paced upstream ({args.pace_ms:g} ms between chunks)"
+                    if up.name
+                    else "a fast upstream (as fast as it can)"
+                )
+                print(
+                    f"{os.cpu_count()} cores, 1-minute load average before the run: {load:.1f}; "
+                    f"{args.chunks} chunks per answer; {what}"
+                )
+                failures += await compare(up, args, answers)
         finally:
             for conn, proc in procs:
                 conn.send("stop")

@@ -56,6 +56,7 @@ class Workbench:
         self._cloud: dict[str, tuple[tuple[Any, ...], Backend]] = {}
         self._token: Any = None
         self._backends: dict[str, Backend] = {"local": self.local}
+        self._enabled: list[str] = []  # enabled cloud backends as of self._token
         self._keys: dict[str, str | None] = {}
         self._keys_stale = False
         self._key_fetch: asyncio.Task[None] | None = None
@@ -98,6 +99,7 @@ class Workbench:
             return self._backends
         self._token = token
         records = [r for r in self.store.list_backends() if r.enabled]
+        self._enabled = [r.name for r in records]
         wanted = [r.name for r in records if self._keys_stale or r.name not in self._keys]
         if wanted and self._key_fetch is None:
             if _loop_running():
@@ -197,10 +199,10 @@ class Workbench:
         built = self.backends()
         shared = self.breakers.states()
         states = {"local": "closed"}
-        for rec in self.store.list_backends():
-            if rec.enabled:
-                backend = built.get(rec.name)
-                states[rec.name] = getattr(backend, "breaker_state", None) or shared.get(rec.name, "closed")
+        # The names backends() read at the last store change: routing asks this on every request.
+        for name in self._enabled:
+            backend = built.get(name)
+            states[name] = getattr(backend, "breaker_state", None) or shared.get(name, "closed")
         return states
 
     def reset_breaker(self, name: str) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
+
+import orjson
 
 from engine.cloud.base import CloudBackend, _Decoder
 from engine.types import ChatRequest, ChatResult, Chunk
@@ -18,7 +19,7 @@ class _AnthropicDecoder(_Decoder):
         self._decoder = AnthropicStreamDecoder()
 
     def feed(self, event: str | None, data: str, model: str) -> tuple[list[Chunk], str, bool]:
-        obj = json.loads(data)
+        obj = orjson.loads(data)  # once per streamed event: orjson is several times json's speed
         if not isinstance(obj, dict):
             raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
         name = event or obj.get("type") or ""

@@ -15,10 +15,11 @@ Request life (`CloudBackend.stream`):
    the deadline itself: the router then tries its next step. The upstream is always asked to
    stream, so a long answer to a non-streaming request is not mistaken for a dead upstream.
    Then only a stall detector: idle = the longest silence between two body reads once the first
-   token has arrived (before it, the deadline alone decides), enforced here around each read
-   (httpx's read timeout cannot tell headers from body). A healthy answer is never cut, however
-   long it runs: the total cap (the whole request, checked at every await, no timeout context
-   spans a `yield`) is off unless the backend's settings set `total_timeout`.
+   token has arrived (before it, the deadline alone decides), enforced around each body read
+   by one timer per stream (deadlines.py; httpx's read timeout cannot tell headers from body).
+   A healthy answer is never cut, however long it runs: the total cap (the whole request,
+   checked at every read, no timeout context spans a `yield`) is off unless the backend's
+   settings set `total_timeout`.
    Connect = each TCP/TLS connect (httpx).
 4. The whole consumption of the stream runs inside the breaker's guard: a stream counts as a
    success only when it completed.
@@ -38,10 +39,13 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
 
 from engine.cloud import KINDS, CloudKind
 from engine.cloud.breaker import BackendBreaker, BreakerOpen, BreakerStates, is_cancellation
+from engine.cloud.deadlines import Bounds, StreamTimeout, timed
 from engine.types import (
     BackendSnapshot,
     BreakerEvent,
@@ -116,33 +120,12 @@ class CloudConfig:
             raise ValueError("backoff_factor and reset_timeout: must not be negative")
 
 
-class _StreamTimeout(Exception):
-    def __init__(self, which: Literal["first", "idle", "total"]) -> None:
-        super().__init__(which)
-        self.which = which
-
-
 class _WaitBeyondDeadline(Exception):
     """The upstream asked for a wait (Retry-After, or our backoff) that ends after the deadline."""
 
     def __init__(self, status: int | None, wait: float, left: float) -> None:
         super().__init__(status, wait, left)
         self.status, self.wait, self.left = status, wait, left
-
-
-@dataclass
-class _Bounds:
-    """The absolute loop times one request must keep to; `first` is dropped at the first chunk."""
-
-    first: float
-    total: float
-
-    def next(self, idle_at: float) -> tuple[float, Literal["first", "idle", "total"]]:
-        if self.first != math.inf:
-            # Before the first token only the deadline (and a total cap) count: a model may think
-            # a long time before it says anything. The stall detector starts with the answer.
-            return (self.first, "first") if self.first <= self.total else (self.total, "total")
-        return (idle_at, "idle") if idle_at < self.total else (self.total, "total")
 
 
 def _retry_policy(cfg: CloudConfig, statuses: frozenset[int]) -> Any:
@@ -469,7 +452,7 @@ class CloudBackend:
         loop = asyncio.get_running_loop()
         now = loop.time()
         total = self.cfg.total_timeout
-        bounds = _Bounds(first=now + self.cfg.deadline, total=math.inf if total is None else now + total)
+        bounds = Bounds(first=now + self.cfg.deadline, total=math.inf if total is None else now + total)
         response = await self._send(request, attempts, bounds)
         try:
             if not 200 <= response.status_code < 300:
@@ -500,7 +483,7 @@ class CloudBackend:
             return None
         return lambda attempt: on_status(f"{self.name}: retry {attempt - 1}/{self.cfg.retries}")
 
-    async def _send(self, request: ChatRequest, attempts: list[int], bounds: _Bounds) -> httpx.Response:
+    async def _send(self, request: ChatRequest, attempts: list[int], bounds: Bounds) -> httpx.Response:
         """POST (retried by the transport) until the response headers, within the first-token deadline."""
         import httpx
 
@@ -509,12 +492,13 @@ class CloudBackend:
             **self._request_headers(request),
             **self._auth_headers(self.__api_key),
             "accept": "text/event-stream",
+            "content-type": "application/json",
         }
         deadline = min(bounds.first, bounds.total)
         http_request = self._client.build_request(
             "POST",
             self._endpoint(),
-            json=self._request_body(replace(request, stream=True)),
+            content=_json_bytes(self._request_body(replace(request, stream=True))),
             headers=headers,
             extensions={
                 _ATTEMPTS_KEY: attempts,
@@ -526,7 +510,7 @@ class CloudBackend:
             async with asyncio.timeout_at(deadline):
                 return await self._client.send(http_request, stream=True)
         except TimeoutError:
-            raise self._timeout_error(_StreamTimeout(bounds.next(math.inf)[1]), attempts[0]) from None
+            raise self._timeout_error(StreamTimeout(bounds.next(math.inf)[1]), attempts[0]) from None
         except _WaitBeyondDeadline as exc:
             raise self._error(
                 UnavailableError,
@@ -543,19 +527,19 @@ class CloudBackend:
             raise self._transport_error(exc, attempts[0]) from exc
 
     async def _read_body(
-        self, response: httpx.Response, bounds: _Bounds, attempts: list[int], limit: int | None = None
+        self, response: httpx.Response, bounds: Bounds, attempts: list[int], limit: int | None = None
     ) -> bytes:
         import httpx
 
         parts: list[bytes] = []
         size = 0
         try:
-            async for part in self._timed(response.aiter_bytes(), bounds):
+            async for part in timed(response.aiter_bytes(), bounds, self.cfg.idle_timeout):
                 parts.append(part)
                 size += len(part)
                 if limit is not None and size >= limit:
                     break
-        except _StreamTimeout as exc:
+        except StreamTimeout as exc:
             raise self._timeout_error(exc, attempts[0]) from None
         except httpx.HTTPError as exc:
             raise self._error(
@@ -563,7 +547,7 @@ class CloudBackend:
             ) from exc
         return b"".join(parts)
 
-    def _timeout_error(self, exc: _StreamTimeout, attempts: int) -> EngineError:
+    def _timeout_error(self, exc: StreamTimeout, attempts: int) -> EngineError:
         if exc.which == "first":
             text = f"no first token within the deadline ({self.cfg.deadline:g} s)"
         elif exc.which == "idle":
@@ -572,33 +556,15 @@ class CloudBackend:
             text = f"no complete answer within the total timeout ({self.cfg.total_timeout or 0:g} s)"
         return self._error(UnavailableError, text, attempts)
 
-    async def _timed(self, source: AsyncIterator[Any], bounds: _Bounds) -> AsyncGenerator[Any, None]:
-        """Re-yield `source`, bounding each wait by the idle timeout and the request's deadlines."""
-        loop = asyncio.get_running_loop()
-        iterator = aiter(source)
-        try:
-            while True:
-                until, which = bounds.next(loop.time() + self.cfg.idle_timeout)
-                try:
-                    async with asyncio.timeout_at(until):
-                        item = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise _StreamTimeout(which) from None
-                yield item
-        finally:
-            await _aclose(iterator)
-
     async def _read_stream(
-        self, response: httpx.Response, request: ChatRequest, bounds: _Bounds, attempts: list[int]
+        self, response: httpx.Response, request: ChatRequest, bounds: Bounds, attempts: list[int]
     ) -> AsyncGenerator[Chunk, None]:
         import httpx
 
         from engine.protocol.sse import SSEFormatError, aiter_sse
 
         decoder = self._stream_decoder()
-        lines = self._timed(response.aiter_lines(), bounds)
+        lines = timed(response.aiter_lines(), bounds, self.cfg.idle_timeout)
         events = aiter_sse(lines)
         model = request.model
         try:
@@ -607,7 +573,7 @@ class CloudBackend:
                     event = await anext(events)
                 except StopAsyncIteration:
                     break
-                except _StreamTimeout as exc:
+                except StreamTimeout as exc:
                     raise self._timeout_error(exc, attempts[0]) from None
                 except SSEFormatError as exc:
                     # Not chained: the offending upstream text may echo anything (scrubbed above).
@@ -645,7 +611,7 @@ class CloudBackend:
             async with asyncio.timeout(_DRAIN_S):
                 for _ in range(_DRAIN_EVENTS):
                     await anext(events)
-        except (StopAsyncIteration, TimeoutError, _StreamTimeout):
+        except (StopAsyncIteration, TimeoutError, StreamTimeout):
             return
         except Exception as exc:  # whatever follows the answer cannot spoil it
             log.debug("ignoring what followed the end of a stream: %r", exc)
@@ -667,6 +633,16 @@ class CloudBackend:
             Chunk(text=result.text, tool_calls=deltas, thinking=result.thinking, backend=self.name, model=model),
             Chunk(finish_reason=result.finish_reason or "stop", usage=result.usage, backend=self.name, model=model),
         ]
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    """The request body as JSON: orjson, since an agent's request with its tool schemas is tens of
+    kB, encoded on the event loop before the first byte; json for what orjson refuses (an integer
+    beyond 64 bits), so that the upstream still gets to judge it."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def _finish_off(cleanup: Awaitable[None]) -> None:

@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse
 from engine.local.scheduler import PRIORITIES
 from engine.types import CancelledError, ChatRequest, Chunk, EngineError, RejectedError, collect
 from router.listener.errors import error_response
+from router.listener.outbox import Outbox, relay
 from router.listener.sessions import SHUTDOWN, ListenerClosing, Session, Sessions, ended_if_client_leaves
 from router.listener.wires import Event, EventEncoder, Wire
 from router.router import RouteStream
@@ -143,22 +144,39 @@ async def _events(
     session: Session, sessions: Sessions, first: Chunk | None, encoder: EventEncoder
 ) -> AsyncIterator[bytes]:
     try:
-        try:
-            async for chunk in _rest(session.stream, first):
-                if chunk.error is not None:
-                    yield _sse(encoder.fail(chunk.error))
-                    return
-                events = encoder.encode(chunk)
-                if events:
-                    yield _sse(events)
-        except CancelledError:
-            pass  # our own aclose() interrupted the wait for the next chunk: ended_by says why
-        if session.ended_by == SHUTDOWN:
-            yield _sse(encoder.fail(ListenerClosing()))
-        elif session.ended_by is None:
-            yield _sse(encoder.finish())
+        if first is not None and first.error is None:
+            events = encoder.encode(first)
+            if events:
+                yield _sse(events)  # at once: batching starts with what follows the first chunk
+            first = None
+
+        async def fill(outbox: Outbox) -> None:
+            await _encode_rest(session, first, encoder, outbox)
+
+        async for data in relay(fill):
+            yield data
     finally:
         # Also reached when the client disconnects and sse-starlette cancels this generator: the
         # shield lets the close run to its end (it cancels the attempt in flight at once).
         with anyio.CancelScope(shield=True):
             await sessions.close(session)
+
+
+async def _encode_rest(session: Session, first: Chunk | None, encoder: EventEncoder, outbox: Outbox) -> None:
+    """The answer's events into the outbox, down to its final event (or its error event)."""
+    try:
+        async for chunk in _rest(session.stream, first):
+            if chunk.error is not None:
+                outbox.put(_sse(encoder.fail(chunk.error)))
+                return
+            events = encoder.encode(chunk)
+            if events:
+                outbox.put(_sse(events))
+                if outbox.full:
+                    await outbox.wait_room()
+    except CancelledError:
+        pass  # our own aclose() interrupted the wait for the next chunk: ended_by says why
+    if session.ended_by == SHUTDOWN:
+        outbox.put(_sse(encoder.fail(ListenerClosing())))
+    elif session.ended_by is None:
+        outbox.put(_sse(encoder.finish()))

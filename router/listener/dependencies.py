@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from router.workbench import Workbench
 
 
-def _workbench(request: Request) -> Workbench:
+async def _workbench(request: Request) -> Workbench:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
     workbench: Workbench = request.app.state.workbench
     return workbench
 

@@ -351,3 +351,21 @@ async def test_connections_are_reused_and_none_stays_in_close_wait(fake_upstream
         assert (await collect(backend.stream(chat()))).text == OPENAI.default_text  # and a new one works
     finally:
         await backend.aclose()
+
+
+@pytest.mark.parametrize("max_tokens", [32, 10**30], ids=["plain", "beyond-64-bit"])
+async def test_the_request_body_reaches_the_upstream_as_json(
+    fake_upstream: FakeUpstream, make, max_tokens: int
+) -> None:
+    # orjson encodes the body; an integer it refuses still goes out (json), for the upstream to judge.
+    fake_upstream.script(OPENAI.path, Reply(stream=OPENAI.text_stream("ok")))
+    backend = make(OPENAI)
+    request = chat(text="héllo")
+    request.max_tokens = max_tokens
+    _, error = await consume(backend.stream(request))
+    assert error is None, error
+    sent = fake_upstream.requests[0]
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.json["max_tokens"] == max_tokens
+    assert sent.json["messages"][-1]["content"] == "héllo"
+    assert sent.json["stream"] is True
