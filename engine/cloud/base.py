@@ -45,7 +45,7 @@ import orjson
 
 from engine.cloud import KINDS, CloudKind
 from engine.cloud.breaker import BackendBreaker, BreakerOpen, BreakerStates, is_cancellation
-from engine.cloud.deadlines import Bounds, StreamTimeout, timed
+from engine.cloud.deadlines import Bounds, StreamTimeout, aclose, timed
 from engine.types import (
     BackendSnapshot,
     BreakerEvent,
@@ -602,7 +602,7 @@ class CloudBackend:
                     return
             raise self._error(UnavailableError, "stream ended before the answer was complete", attempts[0])
         finally:
-            await _aclose(events)
+            await aclose(events)
             await lines.aclose()
 
     @staticmethod
@@ -652,12 +652,6 @@ async def _finish_off(cleanup: Awaitable[None]) -> None:
     re-raises at every await): an interrupted close would leave the upstream request running.
     The cleanup goes on in its own task; the cancellation still reaches the caller."""
     await asyncio.shield(asyncio.ensure_future(cleanup))
-
-
-async def _aclose(iterator: object) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 class _Decoder:

@@ -115,6 +115,11 @@ async def timed(source: AsyncIterator[Any], bounds: Bounds, idle: float) -> Asyn
             yield item
     finally:
         watchdog.close()
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose(iterator)
+
+
+async def aclose(iterator: object) -> None:
+    """Close an async iterator if it can be closed (a generator; a plain iterator has no aclose)."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,6 +13,7 @@ from engine.config import EngineConfig
 from engine.local.engine import LocalEngine
 from engine.local.scheduler import AdmissionQueue, high_overflow
 from engine.types import ChatRequest, Message, RejectedError, collect
+from tests.local.test_prefill import wait_until
 
 
 def test_the_queue_orders_by_priority_then_arrival() -> None:
@@ -70,14 +70,6 @@ def long_request(priority: str = "normal", seed: int = 1) -> ChatRequest:
     )
 
 
-async def wait_for(condition: Any, limit_s: float = 60.0) -> None:
-    for _ in range(int(limit_s / 0.001)):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.fixture
 async def engine(tiny_models_dir: Path, tmp_path: Path):
     eng = LocalEngine(
@@ -90,7 +82,7 @@ async def engine(tiny_models_dir: Path, tmp_path: Path):
 
 async def test_at_most_max_batch_run_and_the_rest_wait(engine: LocalEngine) -> None:
     tasks = [asyncio.create_task(collect(engine.stream(long_request(seed=i)))) for i in range(5)]
-    await wait_for(lambda: engine.snapshot().running == 2 and engine.snapshot().queued == 3)
+    await wait_until(lambda: engine.snapshot().running == 2 and engine.snapshot().queued == 3)
     results = await asyncio.gather(*tasks)
     assert all(r.usage.completion_tokens > 0 for r in results)
     assert engine._worker.snapshot().models[0].max_running_seen == 2
@@ -100,10 +92,10 @@ async def test_at_most_max_batch_run_and_the_rest_wait(engine: LocalEngine) -> N
 
 async def test_a_high_request_does_not_wait_behind_a_full_batch(engine: LocalEngine) -> None:
     normals = [asyncio.create_task(collect(engine.stream(long_request(seed=i)))) for i in range(4)]
-    await wait_for(lambda: engine.snapshot().running == 2 and engine.snapshot().queued == 2)
+    await wait_until(lambda: engine.snapshot().running == 2 and engine.snapshot().queued == 2)
     high = asyncio.create_task(collect(engine.stream(long_request("high", seed=9))))
     # It is admitted into the overflow place while both normals still wait.
-    await wait_for(lambda: engine.snapshot().running == 3 or high.done())
+    await wait_until(lambda: engine.snapshot().running == 3 or high.done())
     assert engine.snapshot().queued == 2
     result = await high
     assert result.usage.completion_tokens > 0
@@ -113,7 +105,7 @@ async def test_a_high_request_does_not_wait_behind_a_full_batch(engine: LocalEng
 
 async def test_a_waiting_request_is_told_its_place_in_the_queue(engine: LocalEngine) -> None:
     running = [asyncio.create_task(collect(engine.stream(long_request(seed=i)))) for i in range(2)]
-    await wait_for(lambda: engine.snapshot().running == 2)
+    await wait_until(lambda: engine.snapshot().running == 2)
     said: list[list[str]] = [[], []]
     waiting = [
         asyncio.create_task(
@@ -121,8 +113,8 @@ async def test_a_waiting_request_is_told_its_place_in_the_queue(engine: LocalEng
         )
         for i in range(2)
     ]
-    await wait_for(lambda: engine.snapshot().queued == 2)
-    await wait_for(lambda: said[1][:1] == ["queued, 1 ahead"])
+    await wait_until(lambda: engine.snapshot().queued == 2)
+    await wait_until(lambda: said[1][:1] == ["queued, 1 ahead"])
     await asyncio.gather(*running, *waiting)
     assert said[0] == ["queued, 0 ahead"]
     # It moves up (or is admitted together with the one ahead of it when two places free at once).

@@ -40,6 +40,15 @@ def slow_tiny_model(monkeypatch: pytest.MonkeyPatch, step_s: float = 0.02) -> li
     return steps
 
 
+async def ask_for_a_long_answer(app, pilot) -> ChatPane:
+    """The tiny model loaded and asked a question whose greedy answer runs to its context."""
+    await app.workbench.local.load("tiny-llama-mlx")
+    app.query_one("#max-tokens").value = "5000"
+    app.query_one("#temperature").value = "0"
+    await ask(pilot, "alpha beta gamma", model="tiny-llama-mlx")
+    return app.query_one(ChatPane)
+
+
 def add_openai(app, fake_upstream, **settings) -> None:
     """An OpenAI backend on the fake upstream, with cloud routing on (a new data dir has it off)."""
     app.workbench.store.set_cloud_routing(True)
@@ -245,11 +254,7 @@ async def test_esc_keeps_who_was_answering_and_the_route(
     slow_tiny_model(monkeypatch)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        chat = app.query_one(ChatPane)
-        await app.workbench.local.load("tiny-llama-mlx")
-        app.query_one("#max-tokens").value = "5000"
-        app.query_one("#temperature").value = "0"
-        await ask(pilot, "alpha beta gamma", model="tiny-llama-mlx")
+        chat = await ask_for_a_long_answer(app, pilot)
         # Some tokens first.
         await wait_for(pilot, lambda: chat.live_tokens >= 3, timeout=30)
         app.simulate_key("escape")
@@ -275,17 +280,13 @@ async def test_the_question_is_on_disk_before_the_answer_and_the_answer_while_it
     slow_tiny_model(monkeypatch, step_s=0.05)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        chat = app.query_one(ChatPane)
-        await app.workbench.local.load("tiny-llama-mlx")
-        app.query_one("#max-tokens").value = "5000"
-        app.query_one("#temperature").value = "0"
         other = Store.open(app.config.database)  # another connection, as after a crash
 
         def saved() -> list[dict]:
             convs = other.list_conversations()
             return convs[0].messages if convs else []
 
-        await ask(pilot, "alpha beta gamma", model="tiny-llama-mlx")
+        chat = await ask_for_a_long_answer(app, pilot)
         await wait_for(pilot, lambda: saved(), timeout=10)
         assert saved()[0] == {"role": "user", "content": "alpha beta gamma"}
         # Within a few seconds of streaming, the partial answer is on disk, marked unfinished.
@@ -304,11 +305,7 @@ async def test_quitting_mid_answer_keeps_what_arrived_marked_unfinished(
     slow_tiny_model(monkeypatch, step_s=0.05)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        chat = app.query_one(ChatPane)
-        await app.workbench.local.load("tiny-llama-mlx")
-        app.query_one("#max-tokens").value = "5000"
-        app.query_one("#temperature").value = "0"
-        await ask(pilot, "alpha beta gamma", model="tiny-llama-mlx")
+        chat = await ask_for_a_long_answer(app, pilot)
         await wait_for(pilot, lambda: chat.live_tokens >= 3, timeout=10)
         await app.action_quit()
     store = Store.open(app.config.database)

@@ -14,7 +14,7 @@ from router.store import BackendRecord
 from router.writer import WriteFailed
 from tests.fixtures.fake_upstream import OPENAI_PATH
 from tests.tui.helpers import ask, make_app, notifications, screen_text, wait_for
-from tests.tui.test_chat import answered, slow_tiny_model
+from tests.tui.test_chat import answered, ask_for_a_long_answer, slow_tiny_model
 from tui.panes.chat import ChatPane, describe_answer
 from tui.screens.dialogs import BackendForm, Confirm
 
@@ -86,11 +86,7 @@ async def test_the_local_card_shows_running_and_queued(
     slow_tiny_model(monkeypatch)
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        chat = app.query_one(ChatPane)
-        await app.workbench.local.load("tiny-llama-mlx")
-        app.query_one("#max-tokens").value = "5000"
-        app.query_one("#temperature").value = "0"
-        await ask(pilot, "alpha beta gamma", model="tiny-llama-mlx")
+        chat = await ask_for_a_long_answer(app, pilot)
         await wait_for(pilot, lambda: chat.live_tokens >= 2, timeout=30)
         await pilot.press("f4")
         body = app.query_one("#card-local .card-body")
