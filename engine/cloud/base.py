@@ -45,7 +45,7 @@ import orjson
 
 from engine.cloud import KINDS, CloudKind
 from engine.cloud.breaker import BackendBreaker, BreakerOpen, BreakerStates, is_cancellation
-from engine.cloud.deadlines import Bounds, StreamTimeout, aclose, timed
+from engine.cloud.deadlines import Bounds, StreamTimeout, timed
 from engine.types import (
     BackendSnapshot,
     BreakerEvent,
@@ -75,7 +75,7 @@ _LATENCY_WINDOW = 100
 _MAX_ERROR_BODY = 64 * 1024
 # After the answer's last event: how long and how much of the rest to read for connection reuse.
 _DRAIN_S = 1.0
-_DRAIN_EVENTS = 16
+_DRAIN_READS = 16
 # How often idle pooled connections are checked for an upstream that closed them.
 _SWEEP_S = 1.0
 
@@ -224,6 +224,8 @@ class CloudBackend:
     def __init__(self, cfg: CloudConfig, api_key: str | None, breaker_states: BreakerStates | None = None) -> None:
         import httpx
 
+        from engine.cloud.network import AsyncioBackend
+
         self.cfg = cfg
         self.name = cfg.name
         self.kind = cfg.kind
@@ -234,6 +236,8 @@ class CloudBackend:
         # As many idle connections kept as may be open: with httpx's 20, 64 concurrent listener
         # clients made the pool reconnect to the upstream all the time (177 connects in one bench run).
         self._http = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+        # httpx offers no parameter for httpcore's network backend; its pool takes one (network.py).
+        self._http._pool._network_backend = AsyncioBackend()
         self._sweeper: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient(
             transport=_make_transport(self._retry, self._http),
@@ -561,58 +565,71 @@ class CloudBackend:
     async def _read_stream(
         self, response: httpx.Response, request: ChatRequest, bounds: Bounds, attempts: list[int]
     ) -> AsyncGenerator[Chunk, None]:
-        import httpx
-
-        from engine.protocol.sse import SSEFormatError, aiter_sse
+        """The answer's chunks, parsed a network read at a time: every event that a read completes
+        is decoded at once, and only reads (not lines) pass through the deadline timer."""
+        from engine.protocol.sse import SSEFormatError, SSEParser
 
         decoder = self._stream_decoder()
-        lines = timed(response.aiter_lines(), bounds, self.cfg.idle_timeout)
-        events = aiter_sse(lines)
+        parser = SSEParser()
+        reads = timed(response.aiter_bytes(), bounds, self.cfg.idle_timeout)
         model = request.model
         try:
             while True:
+                part = await self._next_read(reads, attempts)
                 try:
-                    event = await anext(events)
-                except StopAsyncIteration:
-                    break
-                except StreamTimeout as exc:
-                    raise self._timeout_error(exc, attempts[0]) from None
+                    for event in parser.feed(part) if part is not None else parser.close():
+                        chunks, model, done = self._decode(decoder, event.event, event.data, model, attempts)
+                        for chunk in chunks:
+                            chunk.backend = self.name
+                            chunk.model = chunk.model or model
+                            bounds.first = math.inf  # the first token is here: from now on, idle and total
+                            yield chunk
+                        if done:
+                            await self._drain(reads)
+                            return
                 except SSEFormatError as exc:
                     # Not chained: the offending upstream text may echo anything (scrubbed above).
                     raise self._error(UnavailableError, f"malformed stream: {exc}", attempts[0]) from None
-                except httpx.HTTPError as exc:
-                    raise self._error(
-                        UnavailableError, f"stream interrupted: {type(exc).__name__}: {exc}", attempts[0]
-                    ) from exc
-                try:
-                    chunks, model, done = decoder.feed(event.event, event.data, model)
-                except UnavailableError as exc:
-                    raise self._adopt(exc, attempts[0]) from None
-                except Exception as exc:
-                    raise self._error(
-                        UnavailableError, f"malformed stream data: {type(exc).__name__}: {exc}", attempts[0]
-                    ) from None
-                for chunk in chunks:
-                    chunk.backend = self.name
-                    chunk.model = chunk.model or model
-                    bounds.first = math.inf  # the first token is here: from now on, idle and total
-                    yield chunk
-                if done:
-                    await self._drain(events)
-                    return
-            raise self._error(UnavailableError, "stream ended before the answer was complete", attempts[0])
+                if part is None:
+                    raise self._error(UnavailableError, "stream ended before the answer was complete", attempts[0])
         finally:
-            await aclose(events)
-            await lines.aclose()
+            await reads.aclose()
+
+    async def _next_read(self, reads: AsyncIterator[bytes], attempts: list[int]) -> bytes | None:
+        """The next piece of the body as it came off the network; None at its end."""
+        import httpx
+
+        try:
+            return await anext(reads)
+        except StopAsyncIteration:
+            return None
+        except StreamTimeout as exc:
+            raise self._timeout_error(exc, attempts[0]) from None
+        except httpx.HTTPError as exc:
+            raise self._error(
+                UnavailableError, f"stream interrupted: {type(exc).__name__}: {exc}", attempts[0]
+            ) from exc
+
+    def _decode(
+        self, decoder: _Decoder, event: str | None, data: str, model: str, attempts: list[int]
+    ) -> tuple[list[Chunk], str, bool]:
+        try:
+            return decoder.feed(event, data, model)
+        except UnavailableError as exc:
+            raise self._adopt(exc, attempts[0]) from None
+        except Exception as exc:
+            raise self._error(
+                UnavailableError, f"malformed stream data: {type(exc).__name__}: {exc}", attempts[0]
+            ) from None
 
     @staticmethod
-    async def _drain(events: AsyncIterator[Any]) -> None:
+    async def _drain(reads: AsyncIterator[bytes]) -> None:
         """Read the end of a finished stream (its last bytes are usually in flight) so that the
         connection goes back to the pool; an upstream that keeps talking loses its connection."""
         try:
             async with asyncio.timeout(_DRAIN_S):
-                for _ in range(_DRAIN_EVENTS):
-                    await anext(events)
+                for _ in range(_DRAIN_READS):
+                    await anext(reads)
         except (StopAsyncIteration, TimeoutError, StreamTimeout):
             return
         except Exception as exc:  # whatever follows the answer cannot spoil it

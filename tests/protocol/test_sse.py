@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from engine.protocol.sse import SSEEvent, SSEFormatError, aiter_sse, format_sse
+from engine.protocol.sse import SSEEvent, SSEFormatError, SSEParser, aiter_sse, format_sse
 
 
 async def _lines(*lines: str):
@@ -72,3 +74,68 @@ async def test_format_then_parse_round_trips_multiline_text():
     wire = format_sse(text, event="e") + format_sse({"k": [1, 2]})
     events = await _read(*wire.split("\n"))
     assert events == [SSEEvent("e", text), SSEEvent(None, json.dumps({"k": [1, 2]}, separators=(",", ":")))]
+
+
+# ---------------------------------------------------------------- fed bytes as the network cuts them
+
+WIRE = (
+    ": keep-alive\r\n\r\n"
+    'event: message_start\r\ndata: {"a":"é"}\r\n\r\n'
+    "data: one\rdata: two\r\r"
+    "id: 9\ndata: 🙂 \u2028 tail\n\n"
+    "data: [DONE]\n\n"
+).encode()
+EXPECTED = [
+    SSEEvent("message_start", '{"a":"é"}'),
+    SSEEvent(None, "one\ntwo"),
+    SSEEvent(None, "🙂 \u2028 tail", "9"),
+    SSEEvent(None, "[DONE]", "9"),
+]
+
+
+def _feed(*parts: bytes) -> list[SSEEvent]:
+    parser = SSEParser()
+    events = [e for part in parts for e in parser.feed(part)]
+    return events + list(parser.close())
+
+
+def test_fed_whole_the_events_are_those_of_the_line_reader():
+    assert _feed(WIRE) == EXPECTED
+
+
+@pytest.mark.parametrize("cut", range(1, len(WIRE)))
+def test_cut_anywhere_the_events_are_the_same(cut):
+    # Every place a read can end: inside a CRLF, inside a multi-byte character, inside a field name.
+    assert _feed(WIRE[:cut], WIRE[cut:]) == EXPECTED
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(WIRE)), max_size=12))
+def test_cut_into_many_reads_the_events_are_the_same(cuts):
+    points = sorted(set(cuts))
+    parts = [WIRE[a:b] for a, b in zip([0, *points], [*points, len(WIRE)], strict=True)]
+    assert _feed(*parts) == EXPECTED
+
+
+def test_a_crlf_split_across_reads_is_one_line_ending_not_two():
+    # Were the LF read as a blank line of its own, "a" and "b" would become two events.
+    assert _feed(b"data: a\r", b"\ndata: b\r\n\r\n") == [SSEEvent(None, "a\nb")]
+
+
+def test_the_events_of_a_read_come_before_its_malformed_line():
+    parser = SSEParser()
+    got: list[SSEEvent] = []
+    with pytest.raises(SSEFormatError):
+        for event in parser.feed(b"data: 1\n\ndata: 2\n\n<html>\n"):
+            got.append(event)
+    assert got == [SSEEvent(None, "1"), SSEEvent(None, "2")]
+
+
+def test_at_the_end_a_last_line_without_its_ending_is_dispatched():
+    parser = SSEParser()
+    assert list(parser.feed(b"data: 1\n\ndata: la")) == [SSEEvent(None, "1")]
+    assert list(parser.feed(b"st")) == []
+    assert list(parser.close()) == [SSEEvent(None, "last")]
+
+
+def test_invalid_utf8_is_replaced_not_raised():
+    assert _feed(b"data: \xff\xfe ok\n\n") == [SSEEvent(None, "\ufffd\ufffd ok")]
