@@ -144,11 +144,8 @@ async def _events(
     session: Session, sessions: Sessions, first: Chunk | None, encoder: EventEncoder
 ) -> AsyncIterator[bytes]:
     try:
-        if first is not None and first.error is None:
-            events = encoder.encode(first)
-            if events:
-                yield _sse(events)  # at once: batching starts with what follows the first chunk
-            first = None
+        # The first chunk goes through the outbox too: what arrived with it (an OpenAI stream's
+        # role chunk comes with the first words) leaves in the same write.
 
         async def fill(outbox: Outbox) -> None:
             await _encode_rest(session, first, encoder, outbox)
@@ -164,16 +161,23 @@ async def _events(
 
 async def _encode_rest(session: Session, first: Chunk | None, encoder: EventEncoder, outbox: Outbox) -> None:
     """The answer's events into the outbox, down to its final event (or its error event)."""
+    said_something = False
     try:
         async for chunk in _rest(session.stream, first):
             if chunk.error is not None:
                 outbox.put(_sse(encoder.fail(chunk.error)))
                 return
             events = encoder.encode(chunk)
-            if events:
-                outbox.put(_sse(events))
-                if outbox.full:
-                    await outbox.wait_room()
+            if not events:
+                continue
+            outbox.put(_sse(events))
+            if not said_something and (chunk.text or chunk.tool_calls or chunk.thinking):
+                # The first words leave now, with whatever came before them (a role chunk), not
+                # after everything that arrived with them has been encoded (or the answer logged).
+                said_something = True
+                await outbox.wait_room()
+            elif outbox.full:
+                await outbox.wait_room()
     except CancelledError:
         pass  # our own aclose() interrupted the wait for the next chunk: ended_by says why
     if session.ended_by == SHUTDOWN:

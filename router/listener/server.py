@@ -118,6 +118,8 @@ class Listener:
             lifespan="off",
             access_log=False,
             log_level="warning",
+            # Nothing here reads the client's address, so X-Forwarded-For need not be parsed per request.
+            proxy_headers=False,
             timeout_graceful_shutdown=STOP_TIMEOUT_S,
         )
         self._server = _QuietServer(config)

@@ -65,6 +65,9 @@ def log_to_file(data_dir: Path) -> Path:
     to_console.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    # httpx says "HTTP Request: POST ..." at INFO for every upstream request: the access log and the
+    # request log say it already, and the line was a file write between upstream headers and answer.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     root.addHandler(to_file)
     root.addHandler(to_console)
     return path
