@@ -138,7 +138,7 @@ def _listener_process(conn: Connection, upstream_url: str, data_dir: str, loop: 
     from engine.config import EngineConfig
     from router.config import AppConfig
     from router.listener import Listener
-    from router.listener.standalone import log_to_file
+    from router.listener.standalone import freeze_startup_objects, log_to_file
     from router.rules import Rule
     from router.store import BackendRecord
     from router.workbench import Workbench
@@ -154,6 +154,7 @@ def _listener_process(conn: Connection, upstream_url: str, data_dir: str, loop: 
         wb.store.add_rule(Rule(MODEL, "up"))
         listener = Listener(wb, "127.0.0.1", 0)
         await listener.start()
+        freeze_startup_objects()  # as `serve` does
         conn.send(listener.url + "/v1")
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         await listener.stop()

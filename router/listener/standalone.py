@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -19,11 +20,20 @@ log = logging.getLogger("mlxwb.listener")
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
+def freeze_startup_objects() -> None:
+    """Take everything built at start-up (modules, the app, the store) out of the garbage
+    collector's sight: a full collection walked all of it, a 20 ms stall of every open stream
+    (measured twice in 600 requests), and they live as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_forever(workbench: Workbench, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM (or the server dies), then stop cleanly: open streams end with
     their protocol's error event, and the process exits 0."""
     listener = Listener(workbench, host, port)
     await listener.start()
+    freeze_startup_objects()
     print(
         f"mlx-workbench listening on {listener.url} (OpenAI: {listener.url}/v1, Anthropic: {listener.url})", flush=True
     )

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from engine.types import Chunk
 from router.listener.outbox import HIGH_WATER_BYTES, Outbox, relay
 
 
@@ -74,3 +75,40 @@ async def test_a_writer_that_stops_early_cancels_the_reader() -> None:
     assert await anext(stream) == b"a"
     await stream.aclose()
     assert cancelled.is_set()
+
+
+class _ReadyStream:
+    """An answer whose chunks are all there at once, as when one upstream read holds them all."""
+
+    def __init__(self, chunks: list[Chunk]) -> None:
+        self._chunks = iter(chunks)
+
+    def __aiter__(self) -> _ReadyStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_the_first_words_leave_at_once_and_what_follows_them_is_batched() -> None:
+    from engine.types import ChatRequest, Message
+    from router.listener.answer import _events
+    from router.listener.sessions import Sessions
+    from router.listener.wires import OPENAI
+
+    req = ChatRequest(model="m", messages=[Message("user", "hi")], stream=True)
+    first = Chunk(text="")  # a role chunk: nothing to say yet
+    words = [Chunk(text=f"w{i} ") for i in range(20)] + [Chunk(finish_reason="stop")]
+    sessions = Sessions()
+    session = sessions.open(_ReadyStream(words))  # type: ignore[arg-type]
+    pieces = [p async for p in _events(session, sessions, first, OPENAI.events(req, "id"))]
+    # Not everything in one write after the whole answer was encoded: the first words go alone...
+    assert b'"content":"w0 "' in pieces[0] and b"w1 " not in pieces[0]
+    # ...and the rest, ready together, leaves together.
+    assert len(pieces) == 2 and b"w19 " in pieces[1] and pieces[1].endswith(b"data: [DONE]\n\n")

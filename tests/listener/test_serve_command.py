@@ -105,4 +105,5 @@ def test_sigterm_ends_open_streams_with_an_error_event_and_logs_to_a_private_fil
     log = log_file.read_text()
     assert "POST /v1/chat/completions 200" in log and "listener stopped (1 open requests ended)" in log
     assert "did not stop" not in log  # uvicorn was done within its 2 s bound, not forced
+    assert "HTTP Request:" not in log  # httpx's line per upstream request: the access log says it
     assert fake_upstream.wait_for_disconnects(1, timeout=10)  # and the upstream request was closed
