@@ -672,7 +672,7 @@ class Store:
         """Hand the row to the writer thread and return at once; never raises, never blocks.
         A row that cannot be written is logged and reported to `on_failed` (on the caller's loop)."""
         rec.at = rec.at or time.time()
-        row = replace(rec, attempts=copy.deepcopy(rec.attempts))
+        row = replace(rec, attempts=[dict(a) for a in rec.attempts])  # flat dicts: deepcopy is 10x the time
 
         def log(store: Store) -> int:
             rec.id = store.log_request(row)

@@ -239,6 +239,7 @@ class CloudBackend:
         # httpx offers no parameter for httpcore's network backend; its pool takes one (network.py).
         self._http._pool._network_backend = AsyncioBackend()
         self._sweeper: asyncio.Task[None] | None = None
+        self._url = httpx.URL(self._endpoint())  # parsed once: httpx would parse the string per request
         self._client = httpx.AsyncClient(
             transport=_make_transport(self._retry, self._http),
             # Everything but the connect is bounded here, by the deadlines (httpx's read timeout
@@ -503,7 +504,7 @@ class CloudBackend:
         deadline = min(bounds.first, bounds.total)
         http_request = self._client.build_request(
             "POST",
-            self._endpoint(),
+            self._url,
             content=_json_bytes(self._request_body(replace(request, stream=True))),
             headers=headers,
             extensions={
