@@ -18,15 +18,13 @@ from sse_starlette import EventSourceResponse
 
 from engine.local.scheduler import PRIORITIES
 from engine.types import CancelledError, ChatRequest, Chunk, EngineError, RejectedError, collect
-from router.listener.errors import error_response
+from router.listener.errors import CLIENT_CLOSED, error_response
 from router.listener.outbox import Outbox, relay
 from router.listener.sessions import SHUTDOWN, ListenerClosing, Session, Sessions, ended_if_client_leaves
 from router.listener.wires import Event, EventEncoder, Wire
 from router.router import RouteStream
 from router.workbench import Workbench
 
-# nginx-style "client closed request": only the access log ever sees it.
-CLIENT_CLOSED = 499
 PRIORITY_HEADER = "x-mlxwb-priority"
 
 

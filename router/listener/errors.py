@@ -6,8 +6,9 @@ import logging
 from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from engine.protocol.anthropic import error_body_anthropic
 from engine.protocol.openai import error_body_openai
@@ -60,6 +61,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(err, protocol_of(request.url.path), headers=exc.headers)
 
 
+# nginx-style "client closed request": only the access log ever sees it.
+CLIENT_CLOSED = 499
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away while its body was arriving: nothing to answer, nothing went wrong here."""
+    return Response(status_code=CLIENT_CLOSED)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("listener: unexpected error on %s", request.url.path)
     return error_response(
@@ -70,4 +80,5 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

@@ -192,3 +192,27 @@ async def test_access_log_has_method_path_status_but_no_key_or_prompt(workbench,
     text = "\n".join(caplog.text.splitlines() + lines)
     for secret in ("k-secret-4711", "wrong-key-0815", "prompt-marker-xyz"):
         assert secret not in text
+
+
+async def test_a_client_gone_while_its_body_arrives_is_logged_as_gone_not_as_a_bug(listener, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="mlxwb.listener")
+    host, port = listener.url.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b'content-length: 100000\r\n\r\n{"model": "tiny", "messages": ['
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the body is being read
+    writer.close()
+    await writer.wait_closed()
+    lines: list[str] = []
+    for _ in range(100):
+        lines = [rec.getMessage() for rec in caplog.records if rec.name == "mlxwb.listener"]
+        if any(line.startswith("POST /v1/chat/completions") for line in lines):
+            break
+        await asyncio.sleep(0.02)
+    assert any(line.startswith("POST /v1/chat/completions 499") for line in lines), lines
+    assert "unexpected error" not in caplog.text and "Traceback" not in caplog.text
