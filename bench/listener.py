@@ -286,7 +286,7 @@ async def compare(up: Upstream, args: argparse.Namespace, answers: int) -> list[
     failures = []
     print(f"{'clients':>7} {'path':>16} {'req/s':>8} {'TTFB p50':>9} {'TTFB p99':>9} {'answer p50':>10}  (ms)")
     for clients in LEVELS:
-        per = max(2, answers // clients)
+        per = max(args.per_client, answers // clients)
         runs: dict[str, list[Level]] = {"direct": [], **{name: [] for name in up.listeners}}
         direct_pids = {"clients": None, "upstream": up.pid}
         for _ in range(args.rounds):
@@ -314,10 +314,16 @@ async def compare(up: Upstream, args: argparse.Namespace, answers: int) -> list[
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=2, help="direct/listener alternations per level")
-    ap.add_argument("--answers", type=int, default=200, help="answers per level and round (at least 2 per client)")
+    ap.add_argument("--answers", type=int, default=200, help="answers per level and round (spread over the clients)")
     ap.add_argument("--chunks", type=int, default=100, help="content chunks per answer")
     ap.add_argument("--pace-ms", type=float, default=2.0, help="the paced upstream's wait between chunks (0: skip it)")
     ap.add_argument("--paced-answers", type=int, default=48, help="answers per level and round, paced upstream")
+    ap.add_argument(
+        "--per-client",
+        type=int,
+        default=10,
+        help="at least this many answers per client and round: with fewer, a round is mostly its ramp-up and tail",
+    )
     ap.add_argument("--loops", default="uvloop", help="listener loops to measure: uvloop,asyncio")
     ap.add_argument("--profile", default="", help="write the listener's cProfile stats to FILE.<loop>")
     args = ap.parse_args()
