@@ -237,7 +237,10 @@ class CloudBackend:
         # clients made the pool reconnect to the upstream all the time (177 connects in one bench run).
         self._http = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
         # httpx offers no parameter for httpcore's network backend; its pool takes one (network.py).
-        self._http._pool._network_backend = AsyncioBackend()
+        pool = self._http._pool
+        if not hasattr(pool, "_network_backend"):
+            raise RuntimeError("httpcore's connection pool changed: engine/cloud/network.py is not plugged in")
+        pool._network_backend = AsyncioBackend()
         self._sweeper: asyncio.Task[None] | None = None
         self._url = httpx.URL(self._endpoint())  # parsed once: httpx would parse the string per request
         self._client = httpx.AsyncClient(

@@ -106,15 +106,16 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         conn = self._conn
-        if not conn.buffer and not conn.eof:
-            if timeout is None:
+        if timeout is None:
+            while not conn.buffer and not conn.eof:
                 await conn.wait_data()
-            else:
-                try:
-                    async with asyncio.timeout(timeout):
+        elif not conn.buffer and not conn.eof:
+            try:
+                async with asyncio.timeout(timeout):
+                    while not conn.buffer and not conn.eof:
                         await conn.wait_data()
-                except TimeoutError as exc:
-                    raise httpcore.ReadTimeout(f"no data within {timeout:g} s") from exc
+            except TimeoutError as exc:
+                raise httpcore.ReadTimeout(_no("data", timeout)) from exc
         if conn.buffer:
             return conn.take(max_bytes)
         if conn.error is not None:
@@ -136,7 +137,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             async with asyncio.timeout(timeout):
                 await conn.wait_writable()
         except TimeoutError as exc:
-            raise httpcore.WriteTimeout(f"could not send within {timeout:g} s") from exc
+            raise httpcore.WriteTimeout(_no("room to send", timeout)) from exc
 
     async def aclose(self) -> None:
         transport = self._conn.transport
@@ -148,17 +149,22 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     ) -> httpcore.AsyncNetworkStream:
         conn = self._conn
         assert conn.transport is not None
+        if conn.buffer or conn.eof:
+            # Bytes before the handshake would later read as if they had come over TLS.
+            await self.aclose()
+            raise httpcore.ConnectError("the server spoke (or hung up) before the TLS handshake")
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
                 tls = await loop.start_tls(conn.transport, conn, ssl_context, server_hostname=server_hostname)
         except TimeoutError as exc:
             await self.aclose()
-            raise httpcore.ConnectTimeout(f"no TLS handshake within {timeout:g} s") from exc
+            raise httpcore.ConnectTimeout(_no("TLS handshake", timeout)) from exc
         except (OSError, ssl.SSLError, ConnectionError) as exc:
             await self.aclose()
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
         if tls is None:
+            await self.aclose()
             raise httpcore.ConnectError("the TLS handshake did not complete")
         conn.transport = tls
         return AsyncioStream(conn)
@@ -191,24 +197,24 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
         conn = _Connection()
         try:
             async with asyncio.timeout(timeout):
-                transport, _ = await loop.create_connection(
-                    lambda: conn, host, port, local_addr=(local_address, 0) if local_address else None
-                )
+                transport = await _connect(conn, host, port, local_address, timeout)
         except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout:g} s") from exc
+            raise httpcore.ConnectTimeout(_no("connection", timeout)) from exc
         except OSError as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
         sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # asyncio sets TCP_NODELAY on its TCP sockets already; what httpcore asks for on top:
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if sock is not None:
+                for option in socket_options or ():  # what httpcore asks for
+                    sock.setsockopt(*option)
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            transport.close()
+            raise httpcore.ConnectError(f"cannot set a socket option: {exc}") from exc
         return AsyncioStream(conn)
 
     async def connect_unix_socket(
@@ -218,12 +224,76 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         conn = _Connection()
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_unix_connection(lambda: conn, path)
+                transport, _ = await loop.create_unix_connection(lambda: conn, path)
         except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout:g} s") from exc
+            raise httpcore.ConnectTimeout(_no("connection", timeout)) from exc
         except OSError as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        sock = transport.get_extra_info("socket")
+        try:
+            for option in socket_options or ():
+                if sock is not None:
+                    sock.setsockopt(*option)
+        except OSError as exc:
+            transport.close()
+            raise httpcore.ConnectError(f"cannot set a socket option: {exc}") from exc
         return AsyncioStream(conn)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+# RFC 8305's connection attempt delay: how long one address of a host gets before the next is tried.
+NEXT_ADDRESS_S = 0.25
+
+
+async def _connect(
+    conn: _Connection, host: str, port: int, local_address: str | None, timeout: float | None
+) -> asyncio.BaseTransport:
+    """A connection to one of the host's addresses: on a dual-stack host whose IPv6 route drops
+    packets, IPv4 is tried too instead of the whole connect timeout going to IPv6 (as anyio did)."""
+    loop = asyncio.get_running_loop()
+    local = (local_address, 0) if local_address else None
+    try:
+        # asyncio's own happy eyeballs: the next address starts after the delay, the first to connect wins.
+        transport, _ = await loop.create_connection(
+            lambda: conn, host, port, local_addr=local, happy_eyeballs_delay=NEXT_ADDRESS_S, interleave=1
+        )
+        return transport
+    except TypeError:
+        pass  # uvloop: no happy_eyeballs_delay; each address in turn, with its share of the time left
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"no address found for {host}")
+    deadline = loop.time() + (timeout if timeout is not None else 30.0)
+    last: OSError | None = None
+    for i, (family, _, proto, _, address) in enumerate(_interleaved(infos)):
+        share = (deadline - loop.time()) / (len(infos) - i)
+        try:
+            async with asyncio.timeout(max(share, NEXT_ADDRESS_S) if i < len(infos) - 1 else None):
+                transport, _ = await loop.create_connection(
+                    lambda: conn, address[0], address[1], family=family, proto=proto, local_addr=local
+                )
+            return transport
+        except (OSError, TimeoutError) as exc:
+            last = exc if isinstance(exc, OSError) else OSError(f"no connection to {address[0]} within {share:.2f} s")
+    assert last is not None
+    raise last
+
+
+def _interleaved(infos: list[Any]) -> list[Any]:
+    """Addresses alternating between families (IPv6, IPv4, IPv6...), keeping the resolver's order."""
+    by_family: dict[int, list[Any]] = {}
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    queues = list(by_family.values())
+    out = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                out.append(queue.pop(0))
+    return out
+
+
+def _no(what: str, timeout: float | None) -> str:
+    return f"no {what} within {timeout:g} s" if timeout is not None else f"no {what}"

@@ -81,7 +81,10 @@ class SSEParser:
     def line(self, line: str) -> SSEEvent | None:
         """One line without its ending; the event it completes, if any."""
         if line == "":
-            return self._dispatch() if self._data else None
+            if self._data:
+                return self._dispatch()
+            self._event = None  # a blank line ends the event even when it had no data
+            return None
         if line[0] == ":":
             return None
         name, sep, value = line.partition(":")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -161,3 +162,31 @@ async def test_a_cloud_backend_talks_tls_to_an_upstream_trusted_via_ssl_cert_fil
     finally:
         upstream.stop()
     assert text == "Hello from fake openai"
+
+
+@pytest.mark.parametrize("on_uvloop", [False, True])
+def test_a_host_whose_first_address_does_not_answer_is_reached_on_the_next(on_uvloop, monkeypatch):
+    # As a dual-stack host whose IPv6 route drops packets: the first address never connects.
+    # asyncio races the addresses (happy eyeballs); on uvloop each gets its share of the time.
+    async def main() -> bytes:
+        server, port = await _server(_echo_then_close)
+        loop = asyncio.get_running_loop()
+        real = loop.getaddrinfo
+
+        async def two_addresses(host: str, port: int, **kw: object) -> list[tuple]:
+            live = (await real("127.0.0.1", port, type=socket.SOCK_STREAM))[0]
+            dead = (live[0], live[1], live[2], "", ("10.255.255.1", port))  # unroutable: no answer
+            return [dead, live]
+
+        monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+        async with server:
+            started = loop.time()
+            stream = await AsyncioBackend().connect_tcp("dual-stack.example", port, timeout=3)
+            took = loop.time() - started
+            await stream.write(b"hello")
+            got = await stream.read(5)
+            await stream.aclose()
+        assert took < 2.5, took
+        return got
+
+    assert (uvloop.run(main()) if on_uvloop else asyncio.run(main())) == b"HELLO"

@@ -139,3 +139,8 @@ def test_at_the_end_a_last_line_without_its_ending_is_dispatched():
 
 def test_invalid_utf8_is_replaced_not_raised():
     assert _feed(b"data: \xff\xfe ok\n\n") == [SSEEvent(None, "\ufffd\ufffd ok")]
+
+
+def test_an_event_name_without_data_does_not_name_the_next_event():
+    # e.g. an `event: ping` keep-alive with no data line: the next event is not a ping.
+    assert _feed(b"event: ping\n\ndata: x\n\n") == [SSEEvent(None, "x")]
