@@ -549,13 +549,15 @@ class CloudBackend:
                 size += len(part)
                 if limit is not None and size >= limit:
                     break
-        except StreamTimeout as exc:
-            raise self._timeout_error(exc, attempts[0]) from None
-        except httpx.HTTPError as exc:
-            raise self._error(
-                UnavailableError, f"response body interrupted: {type(exc).__name__}: {exc}", attempts[0]
-            ) from exc
+        except (StreamTimeout, httpx.HTTPError) as exc:
+            raise self._read_error(exc, attempts[0], "response body interrupted") from exc
         return b"".join(parts)
+
+    def _read_error(self, exc: Exception, attempts: int, what: str) -> EngineError:
+        """A body read that failed: one of the request's bounds passed, or the connection broke."""
+        if isinstance(exc, StreamTimeout):
+            return self._timeout_error(exc, attempts)
+        return self._error(UnavailableError, f"{what}: {type(exc).__name__}: {exc}", attempts)
 
     def _timeout_error(self, exc: StreamTimeout, attempts: int) -> EngineError:
         if exc.which == "first":
@@ -607,24 +609,23 @@ class CloudBackend:
             return await anext(reads)
         except StopAsyncIteration:
             return None
-        except StreamTimeout as exc:
-            raise self._timeout_error(exc, attempts[0]) from None
-        except httpx.HTTPError as exc:
-            raise self._error(
-                UnavailableError, f"stream interrupted: {type(exc).__name__}: {exc}", attempts[0]
-            ) from exc
+        except (StreamTimeout, httpx.HTTPError) as exc:
+            raise self._read_error(exc, attempts[0], "stream interrupted") from exc
 
     def _decode(
         self, decoder: _Decoder, event: str | None, data: str, model: str, attempts: list[int]
     ) -> tuple[list[Chunk], str, bool]:
         try:
             return decoder.feed(event, data, model)
-        except UnavailableError as exc:
-            raise self._adopt(exc, attempts[0]) from None
         except Exception as exc:
-            raise self._error(
-                UnavailableError, f"malformed stream data: {type(exc).__name__}: {exc}", attempts[0]
-            ) from None
+            raise self._upstream_fault(exc, attempts[0], "malformed stream data") from None
+
+    def _upstream_fault(self, exc: Exception, attempts: int, what: str) -> EngineError:
+        """What a decoder or parser raised: the upstream's fault whatever it is called (even a
+        RejectedError), as an UnavailableError that names this backend and holds no key."""
+        if isinstance(exc, UnavailableError):
+            return self._adopt(exc, attempts)
+        return self._error(UnavailableError, f"{what}: {type(exc).__name__}: {exc}", attempts)
 
     @staticmethod
     async def _drain(reads: AsyncIterator[bytes]) -> None:
@@ -643,13 +644,8 @@ class CloudBackend:
         try:
             body = json.loads(raw)
             result = self._parse_result(body)
-        except UnavailableError as exc:
-            raise self._adopt(exc, attempts[0]) from None
         except Exception as exc:
-            # Whatever the parser calls it (even a RejectedError), a bad answer is the upstream's fault.
-            raise self._error(
-                UnavailableError, f"malformed response: {type(exc).__name__}: {exc}", attempts[0]
-            ) from None
+            raise self._upstream_fault(exc, attempts[0], "malformed response") from None
         model = result.model or (body.get("model") if isinstance(body, dict) else None) or request.model
         deltas = [ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(result.tool_calls)]
         return [

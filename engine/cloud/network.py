@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, cast
 
 import httpcore
@@ -198,49 +198,50 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         conn = _Connection()
-        try:
-            async with asyncio.timeout(timeout):
-                transport = await _connect(conn, host, port, local_address, timeout)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(_no("connection", timeout)) from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        sock = transport.get_extra_info("socket")
-        try:
-            if sock is not None:
-                for option in socket_options or ():  # what httpcore asks for
-                    sock.setsockopt(*option)
-                if sock.family in (socket.AF_INET, socket.AF_INET6):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as exc:
-            transport.close()
-            raise httpcore.ConnectError(f"cannot set a socket option: {exc}") from exc
-        return AsyncioStream(conn)
+        return await _opened(conn, _connect(conn, host, port, local_address, timeout), timeout, socket_options)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
         conn = _Connection()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, _ = await loop.create_unix_connection(lambda: conn, path)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(_no("connection", timeout)) from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        sock = transport.get_extra_info("socket")
-        try:
-            for option in socket_options or ():
-                if sock is not None:
-                    sock.setsockopt(*option)
-        except OSError as exc:
-            transport.close()
-            raise httpcore.ConnectError(f"cannot set a socket option: {exc}") from exc
-        return AsyncioStream(conn)
+        opening = asyncio.get_running_loop().create_unix_connection(lambda: conn, path)
+        return await _opened(conn, _transport_of(opening), timeout, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _opened(
+    conn: _Connection,
+    opening: Awaitable[asyncio.BaseTransport],
+    timeout: float | None,
+    socket_options: Iterable[Any] | None,
+) -> AsyncioStream:
+    """The connection being opened, within the connect timeout and in httpcore's errors, with the
+    socket options httpcore asks for (and TCP_NODELAY, which asyncio sets too)."""
+    try:
+        async with asyncio.timeout(timeout):
+            transport = await opening
+    except TimeoutError as exc:
+        raise httpcore.ConnectTimeout(_no("connection", timeout)) from exc
+    except OSError as exc:
+        raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+    sock = transport.get_extra_info("socket")
+    try:
+        if sock is not None:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        transport.close()
+        raise httpcore.ConnectError(f"cannot set a socket option: {exc}") from exc
+    return AsyncioStream(conn)
+
+
+async def _transport_of(opening: Awaitable[tuple[asyncio.BaseTransport, Any]]) -> asyncio.BaseTransport:
+    transport, _ = await opening
+    return transport
 
 
 # RFC 8305's connection attempt delay: how long one address of a host gets before the next is tried.
