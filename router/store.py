@@ -9,6 +9,7 @@ policy, and every SQLite error comes out as a `StoreError` in the user's terms (
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import copy
 import json
@@ -301,6 +302,7 @@ class Store:
         self._own_writes = 0
         self._inserts = 0
         self._seen_data_version: int | None = None
+        self._data_version_memo: tuple[int, int] | None = None  # (writer jobs done, data_version)
         self._config_version = 0
         self._writer: Writer[Store] | None = None
 
@@ -427,7 +429,7 @@ class Store:
 
     def change_token(self) -> tuple[int, int]:
         """Cheap: one PRAGMA, plus one tiny read only when some connection has committed."""
-        dv = self._read("read the database", lambda: self.db.execute("PRAGMA data_version").fetchone()[0])
+        dv = self._data_version()
         if dv != self._seen_data_version:
             self._config_version = self._read_config_version()
             self._seen_data_version = dv
@@ -607,8 +609,29 @@ class Store:
     def breaker_version(self) -> tuple[int, int]:
         """Changes whenever another connection committed anything, or this one changed the
         backends (cheap: one PRAGMA; SQLite's data_version does not move for our own commits)."""
-        version = self._read("read the database", lambda: self.db.execute("PRAGMA data_version").fetchone()[0])
-        return int(version), self._own_writes
+        return self._data_version(), self._own_writes
+
+    def _data_version(self) -> int:
+        """SQLite's data_version (it moves when another connection commits), read once per turn of
+        the event loop: routing one request asks about ten times (rules, backends, breakers), 12 us
+        each. A commit by this store's writer thread since is noticed at once (its count of jobs
+        done moves first); another process's commit, at the next turn."""
+        writer = self._writer
+        done = writer.written + writer.failed if writer is not None else 0
+        memo = self._data_version_memo
+        if memo is not None and memo[0] == done:
+            return memo[1]
+        version = int(self._read("read the database", lambda: self.db.execute("PRAGMA data_version").fetchone()[0]))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return version  # no loop (the CLI): nothing to share the answer with
+        self._data_version_memo = (done, version)
+        loop.call_soon(self._forget_data_version)
+        return version
+
+    def _forget_data_version(self) -> None:
+        self._data_version_memo = None
 
     @staticmethod
     def _backend_exists(db: Any, backend: str) -> bool:

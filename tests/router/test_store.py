@@ -171,6 +171,31 @@ def test_change_token_sees_other_connections_and_processes(tmp_path: Path, store
     assert store.change_token() == t2
 
 
+async def test_on_the_loop_data_version_is_read_once_per_turn_but_the_own_writer_is_seen_at_once(
+    store: Store,
+) -> None:
+    import asyncio
+
+    other = Store.open(store.path)
+    try:
+        t0 = store.change_token()
+        other.add_rule(Rule("x", "local"))
+        # The same turn of the loop: another connection's commit is not looked for again...
+        assert store.change_token() == t0
+        await asyncio.sleep(0)
+        # ...the next turn sees it.
+        t1 = store.change_token()
+        assert t1 != t0
+        # A commit by this store's own writer thread is seen within the same turn: the breaker
+        # overlay drops its pending values once the writer's job is done and must read them back.
+        version = store.breaker_version()
+        store.log_request_later(RequestRecord("listener", "openai", "m"))
+        assert store.writer.flush(5)
+        assert store.breaker_version() != version
+    finally:
+        other.close()
+
+
 def test_files_stay_private_under_a_lax_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
