@@ -676,11 +676,11 @@ class Store:
     def log_request(self, rec: RequestRecord) -> int:
         """Write one request-log row now, on this thread. The router uses `log_request_later`."""
         rec.at = rec.at or time.time()
-        row = {name: getattr(rec, name) for name in _LOG_COLUMNS}
-        row["attempts"] = json.dumps(rec.attempts)
+        # In _LOG_COLUMNS' order: replacing a key keeps its place in a dict.
+        row = {**{name: getattr(rec, name) for name in _LOG_COLUMNS}, "attempts": json.dumps(rec.attempts)}
         if not self.log_prompts:
             row["prompt"] = None
-        values = [row[name] for name in _LOG_COLUMNS]
+        values = list(row.values())
         # A plain INSERT: sqlite-utils' insert() reads the table's schema again for every row
         # (0.22 ms of the writer's CPU per request, against 0.05 ms).
         rec.id = self.write(lambda db: int(db.execute(_LOG_INSERT, values).lastrowid), what="write the request log")
