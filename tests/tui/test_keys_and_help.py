@@ -106,7 +106,7 @@ async def test_every_binding_has_an_id_and_the_keymap_remaps_by_id(tmp_path: Pat
     keymap = {"chat-new": "ctrl+b", "rules-add": "n", "no-such-binding": "x"}
     app = make_app(tmp_path, tiny_models_dir, keymap=keymap)
     async with app.run_test(size=(100, 40)) as pilot:
-        assert any("no-such-binding" in n for n in notifications(app))
+        await wait_for(pilot, lambda: any("no-such-binding" in n for n in notifications(app)), timeout=10)
         chat = app.query_one("ChatPane")
         chat.session.turns.append(Turn("user", "x"))
         await pilot.press("ctrl+b")
