@@ -244,9 +244,10 @@ async def test_listener_port_in_use_is_a_notification(tmp_path: Path, tiny_model
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("ctrl+l")
-            await pilot.pause()
+            # The failed start is said by the listener action once it has run; pilot.pause() does
+            # not wait for that. Wait for the notice, then check the listener is not running.
+            await wait_for(pilot, lambda: any("in use" in n.message for n in app._notifications), timeout=10)
             assert not app.listener_running
-            assert any("in use" in n.message for n in app._notifications)
     finally:
         blocker.close()
 
