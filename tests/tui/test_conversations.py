@@ -65,7 +65,7 @@ async def test_rename_and_delete_after_asking(tmp_path: Path, tiny_models_dir: P
     app = make_app(tmp_path, tiny_models_dir)
     async with app.run_test(size=(120, 40)) as pilot:
         store = app.workbench.store
-        seed(store)
+        convs = seed(store)
         picker = await open_picker(pilot)
         await pilot.press(*"rust")
         await pilot.press("ctrl+r")
@@ -75,7 +75,9 @@ async def test_rename_and_delete_after_asking(tmp_path: Path, tiny_models_dir: P
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.screen is picker, timeout=5)
         assert any(c.title == "Rust: lifetimes explained" for c in store.list_conversations())
-        assert any("Rust: lifetimes explained" in r for r in listed(picker))
+        # Dismissing the prompt pops it at once but only queues the picker's callback that redraws
+        # the list: the picker is on top a moment before its list shows the new title.
+        await wait_for(pilot, lambda: any("Rust: lifetimes explained" in r for r in listed(picker)), timeout=5)
         # Delete asks first; "no" keeps it.
         await pilot.press("f8")
         assert isinstance(app.screen, Confirm) and "Rust: lifetimes explained" in app.screen.question
@@ -85,7 +87,11 @@ async def test_rename_and_delete_after_asking(tmp_path: Path, tiny_models_dir: P
         await pilot.press("y")
         await wait_for(pilot, lambda: len(store.list_conversations()) == 2, timeout=5)
         assert not any("Rust" in c.title for c in store.list_conversations())
-        assert listed(picker) == [] and "Nothing matches" in screen_text(app)
+        # The delete is committed on the database thread before the picker's delete worker
+        # resumes on the loop and redraws the list: wait for the worker, then for the screen.
+        await wait_for(pilot, lambda: convs[1].id in picker.deleted, timeout=5)
+        assert listed(picker) == []
+        await wait_for(pilot, lambda: "Nothing matches" in screen_text(app), timeout=5)
 
 
 async def test_deleting_the_open_chat_leaves_it_on_screen_as_a_new_one(tmp_path: Path, tiny_models_dir: Path) -> None:
