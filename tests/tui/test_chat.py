@@ -158,7 +158,9 @@ async def test_a_name_only_a_glob_rule_knows_is_typed_shown_routed_and_timed(
         assert record.ttft_s is not None and record.tokens_per_s is not None and record.tokens_per_s > 0
         # ... and the Requests pane has them in its columns.
         await pilot.press("f5")
-        await wait_for(pilot, lambda: "tok/s" in screen_text(app) and "openai" in screen_text(app), timeout=5)
+        # The row comes with the RequestLogged message the event pump hands the pane; the column
+        # header and the status bar's "openai" are on screen before it: wait for the row itself.
+        await wait_for(pilot, lambda: "gpt-4o" in screen_text(app) and "tok/s" in screen_text(app), timeout=5)
         row = next(line for line in screen_text(app).splitlines() if "gpt-4o" in line)
         assert " ms " in row and f"{record.tokens_per_s:.1f}" in row
 
