@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from engine.local import generation
 from engine.local.engine import LocalEngine
-from engine.types import ChatRequest, Message, collect
+from engine.types import ChatRequest, Chunk, Message, collect
 from tests.local.test_prefill import MODEL, ask, engine_for, long_text, wait_until
 
 
@@ -31,12 +32,23 @@ def runner(seed: int) -> ChatRequest:
     return ask(f"Hello {seed}", max_tokens=400)
 
 
+async def first_text_sets(chunks: AsyncIterator[Chunk], decoding: asyncio.Event) -> AsyncIterator[Chunk]:
+    """The chunks as they come; `decoding` is set at the first text (the prompt has been read)."""
+    async for chunk in chunks:
+        if chunk.text:
+            decoding.set()
+        yield chunk
+
+
 async def high_among_runners(engine: LocalEngine, high: ChatRequest) -> tuple[list[str], str, int, int]:
     """Two normal answers decoding, then `high`: their texts, its text, and the held and
     interleaved steps counted while `high` ran."""
-    runners = [asyncio.create_task(collect(engine.stream(runner(i)))) for i in range(2)]
+    decoding = [asyncio.Event() for _ in range(2)]
+    runners = [asyncio.create_task(collect(first_text_sets(engine.stream(runner(i)), decoding[i]))) for i in range(2)]
     await wait_until(lambda: engine.snapshot().running == 2)
-    await asyncio.sleep(0.05)  # both are decoding
+    # Both are decoding: each has its first token, so neither reads its prompt any more (a chunk
+    # of it read beside the other's decoding would count as an interleaved step below).
+    await asyncio.wait_for(asyncio.gather(*(d.wait() for d in decoding)), timeout=60)
     before = engine._worker.snapshot()
     top = await collect(engine.stream(high))
     after = engine._worker.snapshot()
