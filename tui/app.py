@@ -53,6 +53,24 @@ PANES = [("chat", "Chat"), ("models", "Models"), ("rules", "Rules"), ("health", 
 NARROW_TABS = 76
 
 
+class PaneTabs(TabbedContent):
+    """The panes' tabs, following the focus only while it is still where the notice says.
+
+    A TabPane tells its TabbedContent "something in me got the focus" by a message that climbs the
+    DOM one queue at a time. The start-up focus on the prompt sends one; a pane chosen before it
+    arrives (the palette, an F-key, right after start on a slow machine) was switched back to the
+    chat by it. A notice from a pane that no longer holds the focus is stale: the pane that holds
+    it now has sent its own."""
+
+    def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        # Textual runs this class's handler, then TabbedContent's (which switches to the pane)
+        # unless the default is prevented.
+        focused = self.screen.focused
+        if focused is not None and event.tab_pane not in focused.ancestors:
+            event.prevent_default()
+            event.stop()
+
+
 class WorkbenchCommands(Provider):
     """Command palette entries built from the app's current state."""
 
@@ -127,7 +145,7 @@ class WorkbenchApp(App[int]):
     def compose(self) -> ComposeResult:
         wb, db = self.workbench, self.db
         yield StatusBar(id="status-bar")
-        with TabbedContent(id="panes", initial="chat"):
+        with PaneTabs(id="panes", initial="chat"):
             with TabPane("F1 Chat", id="chat"):
                 yield ChatPane(wb, db, id="chat-pane")
             with TabPane("F2 Models", id="models"):
